@@ -1,0 +1,159 @@
+# fedmq — one non-recursive Makefile for the whole tree.
+#
+#   make            build the library and programs into $(BUILD)
+#   make test       install missing Debian packages, build, run every test,
+#                   then run the unit tests again under ASan + UBSan
+#   make demo       run a fleet against a real Mosquitto over TLS
+#   make bench      benchmarks (not tests): ratios against same-run baselines
+#   make fuzz       libFuzzer target per decoder, FUZZ_TIME seconds each
+#   make install    PREFIX=/usr/local DESTDIR= (for packaging)
+#   make clean
+#
+# Settings live in config.mk. Every output goes under $(BUILD); the source
+# tree stays free of build products.
+
+include config.mk
+
+.DEFAULT_GOAL := all
+.SUFFIXES:
+.DELETE_ON_ERROR:
+
+ifeq ($(SAN),1)
+SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+            -fno-omit-frame-pointer
+OPTFLAGS := -O1 -g
+else
+SANFLAGS :=
+OPTFLAGS := $(OPT) -g
+endif
+
+CPPFLAGS_ALL = -Icommon -D_GNU_SOURCE $(CPPFLAGS)
+CFLAGS_ALL = -std=c11 $(OPTFLAGS) $(WARN) $(SANFLAGS) -MMD -MP $(CFLAGS)
+LDFLAGS_ALL = $(SANFLAGS) $(LDFLAGS)
+LIBS_ALL = $(LIBS_PAHO) $(LIBS_MBED) $(LIBS_MSGPACK) $(LIBS_Z) $(LIBS_SYS)
+
+# ------------------------------------------------------------ set-up stamp
+# deploy/install-deps.sh installs what is missing; the stamp makes the
+# second and later runs instant. Everything that compiles waits for it.
+DEPS_STAMP := $(BUILD)/.deps-base
+$(BUILD)/.deps-%: deploy/install-deps.sh
+	@mkdir -p $(@D)
+	deploy/install-deps.sh $*
+	@touch $@
+
+# ------------------------------------------------------------------ library
+LIB_SRCS := $(sort $(wildcard common/*.c))
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+LIB := $(BUILD)/lib/libfedmq.a
+
+$(BUILD)/obj/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -c $< -o $@
+
+$(LIB): $(LIB_OBJS)
+	@mkdir -p $(@D)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+# ----------------------------------------------------------------- programs
+# Each program: its own folder's sources, linked against libfedmq.
+PROGS :=
+include $(wildcard device/prog.mk aggregator/prog.mk broker/prog.mk)
+
+# -------------------------------------------------------------------- tests
+# One CMocka binary per module: test/test_<module>.c. Each runs from the
+# top of the tree (it may read proto/vectors/) and writes only under
+# $(BUILD); its exit code is the number of failed cases.
+TEST_SRCS := $(sort $(wildcard test/test_*.c))
+TEST_BINS := $(TEST_SRCS:test/%.c=$(BUILD)/test/%)
+TEST_HELPER_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard test/helper_*.c))
+
+$(BUILD)/test/%: $(BUILD)/obj/test/%.o $(TEST_HELPER_OBJS) $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_ALL) $^ -o $@ $(LIBS_CMOCKA) $(LIBS_ALL)
+
+all: $(LIB) $(PROGS)
+
+# Unit tests (fast; also the sanitizer pass).
+check-unit: $(TEST_BINS) $(PROGS)
+	@fail=0; for t in $(TEST_BINS); do \
+	  echo "== $$t"; \
+	  FMQ_BUILD=$(BUILD) ./$$t || fail=$$((fail+1)); \
+	done; \
+	if [ $$fail -ne 0 ]; then echo "check-unit: $$fail test binaries failed"; exit 1; fi
+
+# Golden vectors read by an independent decoder (Debian's python3-msgpack).
+check-vectors: | $(DEPS_STAMP)
+	python3 test/check_vectors.py proto/vectors
+
+# Integration tests: real Mosquitto, real TLS, real data (added by later
+# issues as test/it_*.sh; each gets the build directory).
+IT_SCRIPTS := $(sort $(wildcard test/it_*.sh))
+check-it: all $(TEST_BINS)
+	@fail=0; for t in $(IT_SCRIPTS); do \
+	  echo "== $$t"; \
+	  FMQ_BUILD=$(BUILD) sh $$t || fail=$$((fail+1)); \
+	done; \
+	if [ $$fail -ne 0 ]; then echo "check-it: $$fail scripts failed"; exit 1; fi
+
+test: $(DEPS_STAMP)
+	$(MAKE) --no-print-directory all check-unit check-vectors check-it
+	$(MAKE) --no-print-directory BUILD=$(BUILD)/asan SAN=1 check-unit
+	@echo "make test: all passed"
+
+# -------------------------------------------------------------- benchmarks
+# test/bench/bench_<what>.c; always optimised, never sanitized.
+BENCH_SRCS := $(sort $(wildcard test/bench/bench_*.c))
+BENCH_BINS := $(BENCH_SRCS:test/bench/%.c=$(BUILD)/bench/%)
+$(BUILD)/bench/%: $(BUILD)/obj/test/bench/%.o $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_ALL) $^ -o $@ $(LIBS_ALL)
+
+bench: $(BUILD)/.deps-bench
+	$(MAKE) --no-print-directory SAN=0 $(BENCH_BINS) all
+	@for b in $(BENCH_BINS); do echo "== $$b"; FMQ_BUILD=$(BUILD) ./$$b || exit 1; done
+
+# -------------------------------------------------------------------- fuzz
+# test/fuzz/fuzz_<decoder>.c, built with clang's libFuzzer and sanitizers
+# against the library sources, seeded from proto/vectors. An allocation
+# above FUZZ_MALLOC_MB or an RSS above FUZZ_RSS_MB counts as a failure.
+FUZZ_SRCS := $(sort $(wildcard test/fuzz/fuzz_*.c))
+FUZZ_BINS := $(FUZZ_SRCS:test/fuzz/%.c=$(BUILD)/fuzz/%)
+FUZZ_FLAGS := -std=c11 -O1 -g -Icommon -D_GNU_SOURCE \
+              -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+$(BUILD)/fuzz/%: test/fuzz/%.c $(LIB_SRCS) $(wildcard common/*.h) | $(BUILD)/.deps-fuzz
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) $< $(LIB_SRCS) -o $@ $(LIBS_ALL)
+
+fuzz: $(BUILD)/.deps-fuzz $(FUZZ_BINS)
+	@for f in $(FUZZ_BINS); do \
+	  n=$$(basename $$f); c=$(BUILD)/fuzz/corpus-$$n; \
+	  mkdir -p $$c; cp proto/vectors/*.msgpack $$c/ 2>/dev/null || true; \
+	  echo "== $$n for $(FUZZ_TIME) s"; \
+	  $$f -max_total_time=$(FUZZ_TIME) -rss_limit_mb=$(FUZZ_RSS_MB) \
+	      -malloc_limit_mb=$(FUZZ_MALLOC_MB) -print_final_stats=1 \
+	      -artifact_prefix=$(BUILD)/fuzz/$$n- $$c >$(BUILD)/fuzz/$$n.log 2>&1 \
+	    || { tail -40 $(BUILD)/fuzz/$$n.log; exit 1; }; \
+	  grep -E 'stat::number_of_executed_units|stat::peak_rss_mb' $(BUILD)/fuzz/$$n.log; \
+	done; echo "make fuzz: no crash, no over-limit allocation"
+
+# ------------------------------------------------------------ demo, install
+demo: $(DEPS_STAMP)
+	$(MAKE) --no-print-directory all
+	sh deploy/demo.sh $(BUILD)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib \
+	           $(DESTDIR)$(PREFIX)/include/fedmq
+	install -m 0644 $(LIB) $(DESTDIR)$(PREFIX)/lib/
+	install -m 0644 common/*.h $(DESTDIR)$(PREFIX)/include/fedmq/
+	$(if $(PROGS),install -m 0755 $(PROGS) $(DESTDIR)$(PREFIX)/bin/)
+	$(INSTALL_EXTRA)
+
+clean:
+	rm -rf $(BUILD)
+
+.PHONY: all test check-unit check-vectors check-it bench fuzz demo install clean
+
+.SECONDARY:
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
