@@ -82,9 +82,22 @@ check-unit: $(TEST_BINS) $(PROGS)
 	done; \
 	if [ $$fail -ne 0 ]; then echo "check-unit: $$fail test binaries failed"; exit 1; fi
 
-# Golden vectors read by an independent decoder (Debian's python3-msgpack).
-check-vectors: | $(DEPS_STAMP)
-	python3 test/check_vectors.py proto/vectors
+# Test tools: test/tools/<name>.c -> $(BUILD)/tools/<name>.
+TOOL_SRCS := $(sort $(wildcard test/tools/*.c))
+TOOL_BINS := $(TOOL_SRCS:test/tools/%.c=$(BUILD)/tools/%)
+$(BUILD)/tools/%: $(BUILD)/obj/test/tools/%.o $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_ALL) $^ -o $@ $(LIBS_ALL)
+
+# Golden vectors: proto/vectors/*.msgpack with a .json of what each means.
+# Our decoder (vector_dump) and an independent one (Debian's
+# python3-msgpack) must both agree with the JSON. `make vectors` rewrites
+# them (deterministically) from test/tools/gen_vectors.c.
+check-vectors: $(BUILD)/tools/vector_dump | $(DEPS_STAMP)
+	python3 test/check_vectors.py --dump $(BUILD)/tools/vector_dump proto/vectors
+
+vectors: $(BUILD)/tools/gen_vectors
+	$(BUILD)/tools/gen_vectors proto/vectors
 
 # Integration tests: real Mosquitto, real TLS, real data (added by later
 # issues as test/it_*.sh; each gets the build directory).
@@ -153,7 +166,7 @@ install: all
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all test check-unit check-vectors check-it bench fuzz demo install clean
+.PHONY: all test check-unit check-vectors check-it vectors bench fuzz demo install clean
 
 .SECONDARY:
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
