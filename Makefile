@@ -153,7 +153,9 @@ fuzz: $(BUILD)/.deps-fuzz $(FUZZ_BINS)
 # ------------------------------------------------------------ demo, install
 demo: $(DEPS_STAMP)
 	$(MAKE) --no-print-directory all
-	sh deploy/demo.sh $(BUILD)
+	@if [ -f deploy/demo.sh ]; then sh deploy/demo.sh $(BUILD); else \
+	  echo "make demo: the MQTT runtime (device, aggregator) is not built yet;"; \
+	  echo "           see README.md, Status."; exit 1; fi
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib \
