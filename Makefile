@@ -94,7 +94,7 @@ $(BUILD)/tools/%: $(BUILD)/obj/test/tools/%.o $(LIB)
 # python3-msgpack) must both agree with the JSON. `make vectors` rewrites
 # them (deterministically) from test/tools/gen_vectors.c.
 check-vectors: $(BUILD)/tools/vector_dump | $(DEPS_STAMP)
-	python3 test/check_vectors.py --dump $(BUILD)/tools/vector_dump proto/vectors
+	$(PYTHON) test/check_vectors.py --dump $(BUILD)/tools/vector_dump proto/vectors
 
 vectors: $(BUILD)/tools/gen_vectors
 	$(BUILD)/tools/gen_vectors proto/vectors

@@ -25,6 +25,10 @@ FUZZ_TIME ?= 60
 FUZZ_RSS_MB ?= 512
 FUZZ_MALLOC_MB ?= 64
 
+# Debian's Python (it has python3-msgpack and, for `make bench`,
+# python3-numpy/python3-torch); a python3 earlier on PATH (pyenv, venv) may not.
+PYTHON ?= /usr/bin/python3
+
 # System libraries (Debian 12 package names in deploy/install-deps.sh).
 # Libraries with a pkg-config file are asked through it (lazily, after
 # install-deps.sh has run). Paho: the asynchronous, TLS-enabled library. mbedTLS 2.28 has no
