@@ -122,7 +122,9 @@ FMQ_NODISCARD fmq_err fmq_quant_accumulate(const fmq_qtensor *q, float w,
 /* Error feedback (Seide et al. 2014; Karimireddy et al. 2019): quantize
  * v = delta + residual into q, then set residual = v - dequant(q). The
  * device keeps `residual` (n floats, zero at first) between rounds, so what
- * rounding drops in one round is sent in a later one. */
+ * rounding drops in one round is sent in a later one. On any error the
+ * residual is unchanged. Stochastic q1 is refused (FMQ_ERR_CONFIG): it is
+ * not a contractive compressor and its residual diverges. */
 FMQ_NODISCARD fmq_err fmq_quant_encode_ef(const fmq_quant_cfg *cfg,
                                           const float *delta, float *residual,
                                           uint32_t n, fmq_rng *rng,
