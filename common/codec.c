@@ -863,10 +863,18 @@ static fmq_err codec__decode_field(codec__ctx *c, const char *kp,
             return e;
         if ((e = codec__check_float(c, kp, d, f->range, f->kind == K_F32)))
             return e;
-        if (f->kind == K_F32)
-            *P_(base, f, float) = (float)d;
-        else
+        if (f->kind == K_F64) {
             *P_(base, f, double) = d;
+            return FMQ_OK;
+        }
+        /* The range holds for the value the field keeps, not only for the
+         * wire's float64: 1e-50 is > 0 but 0 as a float32, 1 - 1e-12 is
+         * < 1 but 1. Without this the decoder would accept an lr of 0 (and
+         * the encoder then refuse to write the message back). */
+        float fv = (float)d;
+        if ((e = codec__check_float(c, kp, fv, f->range, true)))
+            return e;
+        *P_(base, f, float) = fv;
         return FMQ_OK;
     }
     case K_BOOL:
