@@ -30,7 +30,7 @@ endif
 CPPFLAGS_ALL = -Icommon -D_GNU_SOURCE $(CPPFLAGS)
 CFLAGS_ALL = -std=c11 $(OPTFLAGS) $(WARN) $(SANFLAGS) -MMD -MP $(CFLAGS)
 LDFLAGS_ALL = $(SANFLAGS) $(LDFLAGS)
-LIBS_ALL = $(LIBS_PAHO) $(LIBS_MBED) $(LIBS_MSGPACK) $(LIBS_Z) $(LIBS_SYS)
+LIBS_ALL = $(LIBS_PAHO) $(LIBS_MBED) $(LIBS_MSGPACK) $(LIBS_Z) $(LIBS_BLAS) $(LIBS_SYS)
 
 # ------------------------------------------------------------ set-up stamp
 # deploy/install-deps.sh installs what is missing; the stamp makes the
@@ -55,6 +55,8 @@ $(BUILD)/obj/%.o: %.c | $(DEPS_STAMP)
 # trip count is not a known multiple of the vector width, so ask for the
 # dynamic model here (no effect on the -O1 sanitizer build).
 $(BUILD)/obj/common/quant.o: CFLAGS_ALL += -fvect-cost-model=dynamic
+# The engine's kernels likewise; NN_CPPFLAGS selects OpenBLAS (config.mk).
+$(BUILD)/obj/common/nn.o: CFLAGS_ALL += -fvect-cost-model=dynamic $(NN_CPPFLAGS)
 
 $(LIB): $(LIB_OBJS)
 	@mkdir -p $(@D)

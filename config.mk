@@ -40,4 +40,18 @@ LIBS_Z ?= $(shell pkg-config --libs zlib 2>/dev/null || echo -lz)
 LIBS_CMOCKA ?= $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
 LIBS_SYS ?= -lm -lpthread
 
+# Matrix products of the training engine (common/nn.c): `openblas` hands
+# float GEMMs to Debian's OpenBLAS (libopenblas-dev, in deploy/install-deps.sh),
+# `portable` keeps only fedmq's own register-blocked C kernels. The portable
+# kernels are always compiled in; with openblas a program can still switch to
+# them at run time (fmq_nn_set_blas), which is how `make bench` reports both.
+FMQ_BLAS ?= openblas
+ifeq ($(FMQ_BLAS),openblas)
+NN_CPPFLAGS ?= -DFMQ_NN_BLAS=1 $(shell pkg-config --cflags openblas 2>/dev/null)
+LIBS_BLAS ?= $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+else
+NN_CPPFLAGS ?=
+LIBS_BLAS ?=
+endif
+
 -include config.local.mk

@@ -14,7 +14,7 @@ BASE="
   make gcc libc6-dev pkg-config
   libpaho-mqtt-dev
   mosquitto mosquitto-clients libmosquitto-dev mosquitto-dev
-  libmbedtls-dev libmsgpack-dev libcmocka-dev zlib1g-dev
+  libmbedtls-dev libmsgpack-dev libcmocka-dev zlib1g-dev libopenblas-dev
   dataset-fashion-mnist
   openssl ca-certificates procps
   python3 python3-msgpack
@@ -22,7 +22,7 @@ BASE="
 # libFuzzer targets (`make fuzz`).
 FUZZ="clang libclang-rt-14-dev"
 # Benchmarks and their yardsticks (`make bench`).
-BENCH="python3-numpy"
+BENCH="python3-numpy python3-torch"
 
 groups=${*:-base}
 want=""
