@@ -1646,7 +1646,7 @@ static void bad_fields(void)
 
     GLOBAL_CASE("bad_value_global_weights_q8", FMQ_ERR_BAD_VALUE,
                 "global whose weights are q8 (only f32 or f16 allowed)",
-                mm_tensor(&w, &g_q8); mm_sub(&g, "w", &w));
+                mm_fini(&w); mm_tensor(&w, &g_q8); mm_sub(&g, "w", &w));
     GLOBAL_CASE("bad_value_round_zero", FMQ_ERR_BAD_VALUE,
                 "global with r = 0 (rounds start at 1)", mm_uint(&g, "r", 0));
     GLOBAL_CASE("bad_value_lr_zero", FMQ_ERR_BAD_VALUE,
@@ -1685,7 +1685,7 @@ static void bad_fields(void)
         mm cls;
         mm_init(&cls);
         for (int i = 0; i < 17; i++) {
-            char k[8];
+            char k[16];
             snprintf(k, sizeof k, "c%02d", i);
             MM_RAW(&cls, k, "\x81\xa1s\xa3""f32");
         }
