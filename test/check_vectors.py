@@ -115,7 +115,8 @@ def scan(b):
     """Walk the bytes without building anything. Every length and count is
     checked against the bytes that remain (an array element needs at least
     one byte, a map entry two, and so does every element an enclosing
-    container still owes), then against the limits."""
+    container still owes), then against the limits. Returns the offsets of
+    the type bytes of ext values."""
     n = len(b)
     if n == 0:
         raise Refuse("empty", "zero-length payload")
@@ -124,6 +125,7 @@ def scan(b):
     left = []       # elements still owed by each open container
     pending = 1     # their sum, plus the top object
     pos = 0
+    ext_types = []
     while True:
         if left:
             left[-1] -= 1
@@ -145,12 +147,16 @@ def scan(b):
             raise Refuse("malformed", "byte %d is 0xc1" % at)
         elif c in _FIXED:
             need = _FIXED[c]
+            if c >= 0xd4:
+                ext_types.append(pos)
         elif c in _VAR:
             width, extra = _VAR[c]
             if n - pos < width:
                 raise Refuse("truncated", "header at byte %d cut" % at)
             need = int.from_bytes(b[pos:pos + width], "big") + extra
             pos += width
+            if extra:
+                ext_types.append(pos)
         else:
             kind, width = _CONT[c]
             if n - pos < width:
@@ -182,14 +188,29 @@ def scan(b):
             break
     if pos != n:
         raise Refuse("trailing", "%d bytes after the message" % (n - pos))
+    return ext_types
 
 
-def unpack(b):
+class Ext:
+    """An ext value: no fedmq field has this type."""
+
+    def __init__(self, code, data):
+        self.code, self.data = code, data
+
+
+def unpack(b, ext_types=()):
     """Bytes -> tree, with Map for maps, str for str (undecodable bytes kept
-    through surrogateescape), bytes for bin."""
+    through surrogateescape), bytes for bin, Ext for ext. python3-msgpack
+    reads ext type -1 as a timestamp and fails on other lengths; ext values
+    are opaque to fedmq, so their type bytes are set to 0 first."""
+    if ext_types:
+        b = bytearray(b)
+        for i in ext_types:
+            b[i] = 0
+        b = bytes(b)
     return msgpack.unpackb(b, raw=False, unicode_errors="surrogateescape",
                            strict_map_key=False, object_pairs_hook=Map,
-                           use_list=True)
+                           use_list=True, ext_hook=Ext)
 
 
 def check_keys(o, path="top"):
@@ -254,16 +275,17 @@ RANGES = {
 
 def v_float(width, rng="any"):
     """float32 or float64 field: any msgpack number, finite, converted to
-    the field's width (SPEC §3.3), then its range."""
+    the field's width (SPEC §3.3). The range must hold for the wire's value
+    and for the value the field keeps (1e-50 is > 0 but 0 as float32)."""
     def check(x, p):
         d = _number(x, p)
         if not math.isfinite(d) or (width == 32 and abs(d) > FLT_MAX):
             raise Refuse("nonfinite", "%s: %r" % (p, d))
-        if width == 32:
-            d = f32(d)
-        if not RANGES[rng](d):
-            raise Refuse("bad_value", "%s: %r out of range %s" % (p, d, rng))
-        return d
+        for v in (d, f32(d)) if width == 32 else (d,):
+            if not RANGES[rng](v):
+                raise Refuse("bad_value", "%s: %r out of range %s" %
+                             (p, v, rng))
+        return f32(d) if width == 32 else d
     check.width = width
     return check
 
@@ -454,7 +476,8 @@ NODEF = object()
 
 # (key, required?, validator, default): an optional field equal to its
 # default is what a decoder cannot tell from absent, so the view leaves it
-# out, as fedmq's encoder does.
+# out, as fedmq's encoder does. Durations (tts, cpu), norms and standard
+# deviations are >= 0: SPEC §6 implies it by their meaning, fedmq checks it.
 TC = [("ep", REQ, v_uint(1, 1000), NODEF), ("bs", REQ, v_uint(1, 65536), NODEF),
       ("lr", REQ, v_float(32, "pos"), NODEF),
       ("mo", OPT, v_float(32, "unit"), 0.0),
@@ -479,15 +502,18 @@ MESSAGES = {
         ("r", REQ, v_uint(), NODEF), ("mv", REQ, v_uint(), NODEF),
         ("n", REQ, v_uint(1), NODEF), ("loss", REQ, v_float(32), NODEF),
         ("d", REQ, v_tensor(weights=False), NODEF),
-        ("ts", OPT, v_uint(), NODEF), ("tts", OPT, v_float(32), NODEF),
+        ("ts", OPT, v_uint(), NODEF),
+        ("tts", OPT, v_float(32, "nonneg"), NODEF),
         ("cls", OPT, v_id, NODEF),
     ],
     "status": [
         ("fl", REQ, v_id, NODEF), ("dev", REQ, v_id, NODEF),
         ("on", REQ, v_bool, NODEF), ("mv", OPT, v_uint(), NODEF),
         ("lr", OPT, v_uint(), NODEF), ("n", OPT, v_uint(), NODEF),
-        ("tts", OPT, v_float(32), NODEF), ("rss", OPT, v_uint(), NODEF),
-        ("cpu", OPT, v_float(32), NODEF), ("norm", OPT, v_float(32), NODEF),
+        ("tts", OPT, v_float(32, "nonneg"), NODEF),
+        ("rss", OPT, v_uint(), NODEF),
+        ("cpu", OPT, v_float(32, "nonneg"), NODEF),
+        ("norm", OPT, v_float(32, "nonneg"), NODEF),
         ("bat", OPT, v_float(32, "pct"), NODEF),
         ("temp", OPT, v_float(32), NODEF), ("ts", OPT, v_uint(), NODEF),
     ],
@@ -496,7 +522,7 @@ MESSAGES = {
         ("mv", REQ, v_uint(), NODEF), ("co", REQ, v_uint(), NODEF),
         ("pa", REQ, v_uint(), NODEF), ("late", REQ, v_uint(), NODEF),
         ("rej", OPT, v_rej, NODEF), ("ls", OPT, v_float(64), NODEF),
-        ("lsd", OPT, v_float(64), NODEF), ("tl", OPT, v_float(64), NODEF),
+        ("lsd", OPT, v_float(64, "nonneg"), NODEF), ("tl", OPT, v_float(64), NODEF),
         ("acc", OPT, v_float(64, "prob"), NODEF),
         ("bi", REQ, v_uint(), NODEF), ("bo", REQ, v_uint(), NODEF),
         ("sec", REQ, v_float(64, "nonneg"), NODEF),
@@ -553,8 +579,7 @@ def fields_view(fields, m, path, ctx):
 def decode(b):
     """The independent decoder: bytes -> (type, view, tensors, tree), or
     Refuse with the reason SPEC §10's precedence gives first."""
-    scan(b)
-    tree = unpack(b)
+    tree = unpack(b, scan(b))
     if not isinstance(tree, Map):
         raise Refuse("not_map", "top level is %s" % type(tree).__name__)
     check_keys(tree)
