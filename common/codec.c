@@ -801,7 +801,7 @@ static fmq_err codec__check_value(codec__ctx *c, const char *kp,
     case K_F64: return codec__check_float(c, kp, *CP_(base, f, double), f->range, false);
     case K_BOOL: return FMQ_OK;
     case K_BIN: {
-        const uint8_t *p = *CP_(base, f, const uint8_t *);
+        const uint8_t *p = *(const uint8_t *const *)((const char *)base + f->off);
         size_t n = *(const size_t *)((const char *)base + f->off2);
         if (n && !p)
             return codec__fail(c, FMQ_ERR_BAD_VALUE, "%s: NULL data", kp);
@@ -966,7 +966,7 @@ static void codec__encode_fields(codec__enc *e, const codec__field *fs,
         case K_F64: enc_ok(e, msgpack_pack_double(&e->pk, *CP_(base, f, double))); break;
         case K_BOOL: enc_bool(e, *CP_(base, f, bool)); break;
         case K_BIN:
-            enc_bin(e, *CP_(base, f, const uint8_t *),
+            enc_bin(e, *(const uint8_t *const *)((const char *)base + f->off),
                     *(const size_t *)((const char *)base + f->off2));
             break;
         case K_FIXBIN: enc_bin(e, CP_(base, f, uint8_t), f->max); break;
