@@ -1,0 +1,343 @@
+/*
+ * fuzz_envelope.c — libFuzzer target for the two envelopes and the small
+ * aggregator status: fmq_codec_decode_signed (what a device reads first
+ * from the retained global), fmq_codec_decode_sealed (what the aggregator
+ * reads first from every update) and fmq_codec_decode_agg. Each input goes
+ * to all three. Whatever the bytes, a decoder must not crash, read out of
+ * bounds or allocate much (make fuzz sets -malloc_limit_mb), must refuse
+ * with one of its reasons, and must agree with fmq_codec_peek; whatever
+ * it accepts, the encoder must write back, and that must decode to the
+ * same message and re-encode to the same bytes. A signed body is then fed
+ * to fmq_codec_peek, as a device would before choosing the inner decoder.
+ * Any disagreement aborts.
+ *
+ *   make fuzz FUZZ_TIME=30        (all targets; see the Makefile)
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <msgpack.h>
+
+#include "codec.h"
+#include "quant.h"
+
+/* ------------------------------------------------------------- harness
+ * The same in every test/fuzz/fuzz_*.c. Each input is decoded twice: as
+ * it is, and as an edit of one of the target's built-in valid messages
+ * (proto/vectors/ seeds the corpus, but an edit of a valid message reaches
+ * the field checks from the first second, seeds or not):
+ *   byte 0        seed index (modulo the number of seeds); bit 7: truncate
+ *   bytes 1..2    with bit 7, the new length (LE) modulo seed length + 1
+ *   then triples  (offset LE16, value): bit 15 of the offset clear: byte
+ *                 [offset % len] = value; set: insert value there
+ * Every seed is also added with its floats widened to float64 and its
+ * integers written as uint64/int64, as other implementations may write
+ * them (our encoder never does), so the edits reach both widths.
+ */
+
+#define CHECK(c)                                                              \
+    do {                                                                      \
+        if (!(c)) {                                                           \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,  \
+                    #c);                                                      \
+            abort();                                                          \
+        }                                                                     \
+    } while (0)
+
+#define MAX_SEEDS 16
+static fmq_buf seeds[MAX_SEEDS];
+static size_t nseeds;
+
+/* Pack o with every float as float64 and every integer as 9 bytes. */
+static void widen(msgpack_packer *pk, const msgpack_object *o)
+{
+    uint32_t i;
+    switch (o->type) {
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        msgpack_pack_double(pk, o->via.f64);
+        break;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        msgpack_pack_fix_uint64(pk, o->via.u64);
+        break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        msgpack_pack_fix_int64(pk, o->via.i64);
+        break;
+    case MSGPACK_OBJECT_ARRAY:
+        msgpack_pack_array(pk, o->via.array.size);
+        for (i = 0; i < o->via.array.size; i++)
+            widen(pk, &o->via.array.ptr[i]);
+        break;
+    case MSGPACK_OBJECT_MAP:
+        msgpack_pack_map(pk, o->via.map.size);
+        for (i = 0; i < o->via.map.size; i++) {
+            msgpack_pack_object(pk, o->via.map.ptr[i].key);
+            widen(pk, &o->via.map.ptr[i].val);
+        }
+        break;
+    default:
+        msgpack_pack_object(pk, *o);
+    }
+}
+
+static int seed_write(void *data, const char *buf, size_t len)
+{
+    return fmq_buf_append(data, buf, len) == FMQ_OK ? 0 : -1;
+}
+
+/* The seed just encoded into seeds[nseeds], and its widened twin. */
+static void seed_add(fmq_err e)
+{
+    CHECK(e == FMQ_OK && nseeds + 2 <= MAX_SEEDS);
+    const fmq_buf *s = &seeds[nseeds++];
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    CHECK(msgpack_unpack_next(&up, (const char *)s->data, s->len, &off) ==
+          MSGPACK_UNPACK_SUCCESS);
+    fmq_buf *w = &seeds[nseeds++];
+    fmq_buf_init(w);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, w, seed_write);
+    widen(&pk, &up.data);
+    msgpack_unpacked_destroy(&up);
+}
+
+static void one(const uint8_t *data, size_t size);
+
+/* A decode error is one of the decoder's reasons (or NOMEM), and it comes
+ * with a detail. peek runs the same walk and reads the same "v" and "t":
+ * when it refuses, the decoder refuses for the same reason; when it names
+ * this message type, the decoder's error (if any) is about a field. */
+static void check_verdict(fmq_msg_type want, const uint8_t *data, size_t size,
+                          fmq_err e, const fmq_codec_detail *d)
+{
+    fmq_msg_type pt = FMQ_MSG_GLOBAL;
+    fmq_err pe = fmq_codec_peek(data, size, NULL, &pt, NULL);
+    CHECK(e == FMQ_OK || e == FMQ_ERR_NOMEM ||
+          (e >= FMQ_ERR_EMPTY && e <= FMQ_ERR_NONFINITE));
+    CHECK(memchr(d->what, '\0', sizeof d->what) != NULL);
+    CHECK(e == FMQ_OK || d->what[0] != '\0');
+    if (pe != FMQ_OK) {
+        CHECK(pt == FMQ_MSG_UNKNOWN);
+        CHECK(e == pe);
+    } else if (pt != want) {
+        CHECK(e == FMQ_ERR_WRONG_MSG);
+    } else {
+        CHECK(e != FMQ_ERR_EMPTY && e != FMQ_ERR_TRUNCATED &&
+              e != FMQ_ERR_MALFORMED && e != FMQ_ERR_TRAILING &&
+              e != FMQ_ERR_TOO_DEEP && e != FMQ_ERR_NOT_MAP &&
+              e != FMQ_ERR_BAD_KEY && e != FMQ_ERR_DUP_KEY &&
+              e != FMQ_ERR_VERSION && e != FMQ_ERR_WRONG_MSG);
+    }
+}
+
+__attribute__((unused)) static bool same_f(double a, double b)
+{
+    return (isnan(a) && isnan(b)) || a == b;
+}
+
+__attribute__((unused)) static void same_tensor(const fmq_qtensor *a,
+                                                const fmq_qtensor *b)
+{
+    CHECK(a->scheme == b->scheme && a->n == b->n);
+    CHECK(a->codes_len == b->codes_len);
+    CHECK(memcmp(a->codes, b->codes, a->codes_len) == 0);
+    if (fmq_scheme_has_scales(a->scheme)) {
+        CHECK(a->block == b->block && a->scales_len == b->scales_len);
+        CHECK(memcmp(a->scales, b->scales, a->scales_len) == 0);
+    }
+    /* a decoded tensor has passed fmq_quant_check: every kernel may read
+     * it; ASan watches the reads */
+    CHECK(fmq_quant_check(a) == FMQ_OK);
+    float *x = malloc(sizeof(float) * a->n);
+    CHECK(x != NULL);
+    CHECK(fmq_quant_decode(a, x) == FMQ_OK);
+    memset(x, 0, sizeof(float) * a->n);
+    CHECK(fmq_quant_accumulate(b, 0.5f, x) == FMQ_OK);
+    (void)fmq_quant_sqnorm(a);
+    free(x);
+}
+
+/* The bytes must be equal after one more encode/decode cycle. */
+static void same_bytes(const fmq_buf *a, const fmq_buf *b)
+{
+    CHECK(a->len == b->len && memcmp(a->data, b->data, a->len) == 0);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    one(data, size);
+    if (size == 0 || nseeds == 0)
+        return 0;
+    const fmq_buf *s = &seeds[(data[0] & 0x7f) % nseeds];
+    uint8_t *buf = malloc(s->len + size / 3 + 1);
+    CHECK(buf != NULL);
+    memcpy(buf, s->data, s->len);
+    size_t len = s->len, i = 1;
+    if ((data[0] & 0x80) && size >= 3) {
+        len = (size_t)(data[1] | data[2] << 8) % (s->len + 1);
+        i = 3;
+    }
+    for (; i + 3 <= size; i += 3) {
+        size_t off = (size_t)(data[i] | data[i + 1] << 8);
+        if (off & 0x8000) {
+            off = (off & 0x7fff) % (len + 1);
+            memmove(buf + off + 1, buf + off, len - off);
+            buf[off] = data[i + 2];
+            len++;
+        } else if (len) {
+            buf[off % len] = data[i + 2];
+        }
+    }
+    /* an exact-size copy, so ASan sees a read past the end */
+    uint8_t *exact = malloc(len ? len : 1);
+    CHECK(exact != NULL);
+    memcpy(exact, buf, len);
+    free(buf);
+    one(exact, len);
+    free(exact);
+    return 0;
+}
+
+/* ------------------------------------------------------------ target */
+
+static void one_signed(const uint8_t *data, size_t size)
+{
+    fmq_msg_signed m, m2;
+    fmq_codec_detail d;
+    fmq_err e = fmq_codec_decode_signed(data, size, NULL, &m, &d);
+    check_verdict(FMQ_MSG_SIGNED, data, size, e, &d);
+    if (e)
+        return;
+    /* zero-copy: the body lies inside the input */
+    CHECK(m.body_len >= 1 && m.body >= data && m.body + m.body_len <= data + size);
+    fmq_msg_type t;
+    (void)fmq_codec_peek(m.body, m.body_len, NULL, &t, NULL);
+    fmq_buf b1, b2;
+    fmq_buf_init(&b1);
+    fmq_buf_init(&b2);
+    CHECK(fmq_codec_encode_signed(&m, &b1) == FMQ_OK);
+    CHECK(fmq_codec_decode_signed(b1.data, b1.len, NULL, &m2, &d) == FMQ_OK);
+    CHECK(strcmp(m.kid, m2.kid) == 0);
+    CHECK(m.body_len == m2.body_len &&
+          memcmp(m.body, m2.body, m.body_len) == 0);
+    CHECK(memcmp(m.sig, m2.sig, FMQ_SIG_LEN) == 0);
+    CHECK(fmq_codec_encode_signed(&m2, &b2) == FMQ_OK);
+    same_bytes(&b1, &b2);
+    fmq_buf_fini(&b1);
+    fmq_buf_fini(&b2);
+}
+
+static void one_sealed(const uint8_t *data, size_t size)
+{
+    fmq_msg_sealed m, m2;
+    fmq_codec_detail d;
+    fmq_err e = fmq_codec_decode_sealed(data, size, NULL, &m, &d);
+    check_verdict(FMQ_MSG_SEALED, data, size, e, &d);
+    if (e)
+        return;
+    CHECK(m.ct_len >= FMQ_TAG_LEN && m.ct >= data && m.ct + m.ct_len <= data + size);
+    CHECK(m.epk[0] == 0x04);
+    fmq_buf b1, b2;
+    fmq_buf_init(&b1);
+    fmq_buf_init(&b2);
+    CHECK(fmq_codec_encode_sealed(&m, &b1) == FMQ_OK);
+    CHECK(fmq_codec_decode_sealed(b1.data, b1.len, NULL, &m2, &d) == FMQ_OK);
+    CHECK(strcmp(m.kid, m2.kid) == 0 && m.round == m2.round);
+    CHECK(memcmp(m.epk, m2.epk, FMQ_EPK_LEN) == 0);
+    CHECK(memcmp(m.iv, m2.iv, FMQ_IV_LEN) == 0);
+    CHECK(m.ct_len == m2.ct_len && memcmp(m.ct, m2.ct, m.ct_len) == 0);
+    CHECK(fmq_codec_encode_sealed(&m2, &b2) == FMQ_OK);
+    same_bytes(&b1, &b2);
+    fmq_buf_fini(&b1);
+    fmq_buf_fini(&b2);
+}
+
+static void one_agg(const uint8_t *data, size_t size)
+{
+    fmq_msg_agg m, m2;
+    fmq_codec_detail d;
+    fmq_err e = fmq_codec_decode_agg(data, size, NULL, &m, &d);
+    check_verdict(FMQ_MSG_AGG, data, size, e, &d);
+    if (e)
+        return;
+    fmq_buf b1, b2;
+    fmq_buf_init(&b1);
+    fmq_buf_init(&b2);
+    CHECK(fmq_codec_encode_agg(&m, &b1) == FMQ_OK);
+    CHECK(fmq_codec_decode_agg(b1.data, b1.len, NULL, &m2, &d) == FMQ_OK);
+    CHECK(strcmp(m.fleet, m2.fleet) == 0 && m.online == m2.online);
+    CHECK(m.round == m2.round && m.version == m2.version);
+    CHECK(m.ts_ms == m2.ts_ms);
+    CHECK(fmq_codec_encode_agg(&m2, &b2) == FMQ_OK);
+    same_bytes(&b1, &b2);
+    fmq_buf_fini(&b1);
+    fmq_buf_fini(&b2);
+}
+
+static void one(const uint8_t *data, size_t size)
+{
+    one_signed(data, size);
+    one_sealed(data, size);
+    one_agg(data, size);
+}
+
+static uint8_t seed_body[48];
+static uint8_t seed_ct[40];
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    /* the body of the signed seed is itself a message (an agg) */
+    fmq_msg_agg a;
+    fmq_msg_agg_init(&a);
+    strcpy(a.fleet, "fleet-A");
+    a.online = true;
+    a.round = 3;
+    a.version = 4;
+    a.ts_ms = 1700000000000ull;
+    fmq_buf_init(&seeds[nseeds]);
+    seed_add(fmq_codec_encode_agg(&a, &seeds[nseeds]));
+    CHECK(seeds[0].len <= sizeof seed_body);
+    memcpy(seed_body, seeds[0].data, seeds[0].len);
+
+    fmq_msg_signed s;
+    memset(&s, 0, sizeof s);
+    strcpy(s.kid, "agg-key-1");
+    s.body = seed_body;
+    s.body_len = seeds[0].len;
+    for (int i = 0; i < FMQ_SIG_LEN; i++)
+        s.sig[i] = (uint8_t)(i * 5 + 3);
+    fmq_buf_init(&seeds[nseeds]);
+    seed_add(fmq_codec_encode_signed(&s, &seeds[nseeds]));
+
+    fmq_msg_sealed e;
+    memset(&e, 0, sizeof e);
+    strcpy(e.kid, "agg-seal-1");
+    e.round = 3;
+    e.epk[0] = 0x04;
+    for (int i = 1; i < FMQ_EPK_LEN; i++)
+        e.epk[i] = (uint8_t)i;
+    for (int i = 0; i < FMQ_IV_LEN; i++)
+        e.iv[i] = (uint8_t)(0xf0 + i);
+    for (size_t i = 0; i < sizeof seed_ct; i++)
+        seed_ct[i] = (uint8_t)(i * 11);
+    e.ct = seed_ct;
+    e.ct_len = sizeof seed_ct;
+    fmq_buf_init(&seeds[nseeds]);
+    seed_add(fmq_codec_encode_sealed(&e, &seeds[nseeds]));
+
+    a.online = false;
+    a.round = a.version = a.ts_ms = FMQ_ABSENT;
+    fmq_buf_init(&seeds[nseeds]);
+    seed_add(fmq_codec_encode_agg(&a, &seeds[nseeds]));
+    return 0;
+}
