@@ -86,7 +86,7 @@ all: $(LIB) $(PROGS)
 check-unit: $(TEST_BINS) $(PROGS)
 	@fail=0; for t in $(TEST_BINS); do \
 	  echo "== $$t"; \
-	  FMQ_BUILD=$(BUILD) ./$$t || fail=$$((fail+1)); \
+	  FMQ_BUILD=$(BUILD) $$t || fail=$$((fail+1)); \
 	done; \
 	if [ $$fail -ne 0 ]; then echo "check-unit: $$fail test binaries failed"; exit 1; fi
 
@@ -132,7 +132,7 @@ $(BUILD)/bench/%: $(BUILD)/obj/test/bench/%.o $(LIB)
 
 bench: $(BUILD)/.deps-bench
 	$(MAKE) --no-print-directory SAN=0 $(BENCH_BINS) all
-	@for b in $(BENCH_BINS); do echo "== $$b"; FMQ_BUILD=$(BUILD) ./$$b || exit 1; done
+	@for b in $(BENCH_BINS); do echo "== $$b"; FMQ_BUILD=$(BUILD) $$b || exit 1; done
 
 # -------------------------------------------------------------------- fuzz
 # test/fuzz/fuzz_<decoder>.c, built with clang's libFuzzer and sanitizers
