@@ -25,7 +25,7 @@
 #include "trainer.h"
 
 typedef struct opts {
-    const char *mode, *model, *partition, *data_dir, *save, *load;
+    const char *mode, *model, *partition, *data_dir, *save, *load, *save_part;
     uint32_t epochs, batch, parties, rounds, local_epochs;
     float lr, momentum, weight_decay, mu;
     uint64_t seed;
@@ -53,6 +53,8 @@ static void usage(FILE *f)
         "  --rounds N          fedavg: rounds (default 10)\n"
         "  --local-epochs N    fedavg: epochs per round (default 1)\n"
         "  --print-partition   fedavg: print samples and labels per party\n"
+        "  --save-partition F  fedavg: write each party's sample indices, one\n"
+        "                      line per party (for test/bench/torch_ref.py)\n"
         "  --data DIR          Fashion-MNIST directory (default "
         "/usr/share/datasets/fashion-mnist)\n"
         "  --save FILE         write the final weights (float32 LE, P values)\n"
@@ -82,6 +84,7 @@ static int parse(int argc, char **argv, opts *o)
         {"data", 1, 0, 'd'},         {"save", 1, 0, 'S'},
         {"load", 1, 0, 'L'},         {"portable", 0, 0, 'o'},
         {"threads", 1, 0, 't'},      {"help", 0, 0, 'h'},
+        {"save-partition", 1, 0, 'X'},
         {0, 0, 0, 0}};
     int c;
     optind = 2;
@@ -100,6 +103,7 @@ static int parse(int argc, char **argv, opts *o)
         case 'd': o->data_dir = optarg; break;
         case 'S': o->save = optarg; break;
         case 'L': o->load = optarg; break;
+        case 'X': o->save_part = optarg; break;
         case 'N': o->normalize = true; break;
         case 'P': o->print_partition = true; break;
         case 'o': o->portable = true; break;
@@ -246,6 +250,22 @@ static int fedavg(const opts *o, fmq_dataset *train, fmq_dataset *test)
     }
     if (o->print_partition)
         fmq_partition_print(&part, train->y, train->classes, stdout);
+    if (o->save_part) {
+        FILE *f = fopen(o->save_part, "w");
+        if (!f) {
+            perror(o->save_part);
+            return 1;
+        }
+        for (uint32_t k = 0; k < part.parties; k++) {
+            for (uint32_t i = part.off[k]; i < part.off[k + 1]; i++)
+                fprintf(f, i > part.off[k] ? " %u" : "%u", part.idx[i]);
+            fputc('\n', f);
+        }
+        if (fclose(f)) {
+            perror(o->save_part);
+            return 1;
+        }
+    }
     fmq_nn *global;
     if (fmq_nn_new(o->model, train->c, train->h, train->w, train->classes,
                    &global))
