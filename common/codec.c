@@ -858,7 +858,7 @@ static fmq_err codec__decode_field(codec__ctx *c, const char *kp,
     }
     case K_F32:
     case K_F64: {
-        double d;
+        double d = 0;
         if ((e = codec__num(c, kp, o, &d)))
             return e;
         if ((e = codec__check_float(c, kp, d, f->range, f->kind == K_F32)))
@@ -1473,7 +1473,7 @@ static fmq_err cu_co_decode(codec__ctx *c, const char *kp,
         return codec__fail(c, FMQ_ERR_BAD_VALUE,
                            "%s: needs exactly one of \"f\" and \"ids\"", kp);
     if (of) {
-        double d;
+        double d = 0;
         codec__join(sub, kp, "f");
         if ((e = codec__num(c, sub, of, &d)) ||
             (e = codec__check_float(c, sub, d, R_FRAC, false)))
