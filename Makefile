@@ -133,6 +133,8 @@ $(BUILD)/bench/%: $(BUILD)/obj/test/bench/%.o $(LIB)
 bench: $(BUILD)/.deps-bench
 	$(MAKE) --no-print-directory SAN=0 $(BENCH_BINS) all
 	@for b in $(BENCH_BINS); do echo "== $$b"; FMQ_BUILD=$(BUILD) $$b || exit 1; done
+	@echo "== NIID-Bench FedAvg, short run (10 rounds, 1 local epoch; full table: test/bench/niid_table.sh $(BUILD))"
+	sh test/bench/niid_table.sh $(BUILD) 10 1
 
 # -------------------------------------------------------------------- fuzz
 # test/fuzz/fuzz_<decoder>.c, built with clang's libFuzzer and sanitizers
