@@ -160,6 +160,19 @@ static void report(const char *what, uint32_t i, fmq_nn *m,
     fmq_nn_eval_fini(&ev);
 }
 
+/* Per-class accuracy of the final model, one line. */
+static void report_classes(fmq_nn *m, const fmq_dataset *test)
+{
+    fmq_nn_eval ev;
+    if (fmq_nn_evaluate(m, test, &ev))
+        return;
+    printf("# per-class test accuracy:");
+    for (uint32_t c = 0; c < ev.classes; c++)
+        printf(" %u:%.3f", c, ev.class_accuracy[c]);
+    printf("\n");
+    fmq_nn_eval_fini(&ev);
+}
+
 static int save_weights(const char *path, const float *w, uint32_t P)
 {
     uint8_t *b = malloc((size_t)P * 4);
@@ -231,6 +244,7 @@ static int central(const opts *o, fmq_dataset *train, fmq_dataset *test)
         fprintf(stderr, "fedmq-train: %s\n", fmq_strerror(e));
         return 1;
     }
+    report_classes(m, test);
     int rc = o->save ? save_weights(o->save, fmq_nn_params(m),
                                     fmq_nn_nparams(m)) != 0
                      : 0;
@@ -337,6 +351,7 @@ static int fedavg(const opts *o, fmq_dataset *train, fmq_dataset *test)
             w[i] += sum[i];
         report("round", r, global, test, loss, fmq_mono_seconds() - t0);
     }
+    report_classes(global, test);
     int rc = o->save ? save_weights(o->save, w, P) != 0 : 0;
     for (uint32_t k = 0; k < o->parties; k++)
         fmq_trainer_close(&tr[k]);
