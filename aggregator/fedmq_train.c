@@ -9,8 +9,8 @@
  * party k trains from the global weights with the shuffling seed
  * fmq_trainer_seed(seed, round, k) through the trainer ops table, sends
  * delta_k = w_k - w as f32, and the global model becomes
- * w + sum_k (n_k / N) delta_k, summed with fmq_quant_accumulate exactly as
- * the aggregator does (proto/SPEC.md §9.2).
+ * w + sum_k (n_k delta_k) / sum_k n_k through fmq_fedavg (common/fedavg.h),
+ * exactly as the aggregator does (proto/SPEC.md §9.2).
  */
 #include <getopt.h>
 #include <math.h>
@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "data.h"
+#include "fedavg.h"
 #include "nn.h"
 #include "partition.h"
 #include "quant.h"
@@ -300,8 +301,8 @@ static int fedavg(const opts *o, fmq_dataset *train, fmq_dataset *test)
     fmq_trainer *tr = calloc(o->parties, sizeof *tr);
     float *local = malloc((size_t)P * sizeof *local);
     float *delta = malloc((size_t)P * sizeof *delta);
-    float *sum = malloc((size_t)P * sizeof *sum);
-    if (!tr || !local || !delta || !sum)
+    fmq_fedavg fa;
+    if (!tr || !local || !delta || fmq_fedavg_init(&fa, P))
         return 1;
     for (uint32_t k = 0; k < o->parties; k++) {
         fmq_trainer_setup s = {.model = o->model, .data = train,
@@ -318,7 +319,7 @@ static int fedavg(const opts *o, fmq_dataset *train, fmq_dataset *test)
         uint64_t N = 0;
         for (uint32_t k = 0; k < o->parties; k++)
             N += part.off[k + 1] - part.off[k];
-        memset(sum, 0, (size_t)P * sizeof *sum);
+        fmq_fedavg_reset(&fa);
         for (uint32_t k = 0; k < o->parties; k++) {
             fmq_trainer_round rd = {.epochs = o->local_epochs,
                                     .batch = o->batch, .lr = o->lr,
@@ -338,8 +339,7 @@ static int fedavg(const opts *o, fmq_dataset *train, fmq_dataset *test)
                 delta[i] = local[i] - w[i];
             fmq_qtensor q;
             if ((e = fmq_quant_encode(&f32, delta, P, NULL, &q)) ||
-                (e = fmq_quant_accumulate(&q, (float)((double)rep.samples / N),
-                                          sum))) {
+                (e = fmq_fedavg_add(&fa, &q, (double)rep.samples))) {
                 fprintf(stderr, "fedmq-train: round %u party %u: %s\n", r, k,
                         fmq_strerror(e));
                 return 1;
@@ -347,8 +347,10 @@ static int fedavg(const opts *o, fmq_dataset *train, fmq_dataset *test)
             fmq_qtensor_fini(&q);
             loss += rep.loss * rep.samples / N;
         }
-        for (uint32_t i = 0; i < P; i++)
-            w[i] += sum[i];
+        if ((e = fmq_fedavg_apply(&fa, w))) {
+            fprintf(stderr, "fedmq-train: round %u: %s\n", r, fmq_strerror(e));
+            return 1;
+        }
         report("round", r, global, test, loss, fmq_mono_seconds() - t0);
     }
     report_classes(global, test);
@@ -358,7 +360,7 @@ static int fedavg(const opts *o, fmq_dataset *train, fmq_dataset *test)
     free(tr);
     free(local);
     free(delta);
-    free(sum);
+    fmq_fedavg_fini(&fa);
     fmq_partition_fini(&part);
     fmq_nn_destroy(&global);
     return rc;
