@@ -78,7 +78,7 @@ TEST_HELPER_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard test/helper_*.c))
 
 $(BUILD)/test/%: $(BUILD)/obj/test/%.o $(TEST_HELPER_OBJS) $(LIB)
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS_ALL) $^ -o $@ $(LIBS_CMOCKA) $(LIBS_ALL)
+	$(CC) $(LDFLAGS_ALL) $(filter-out $(LIB),$^) $(LIB) -o $@ $(LIBS_CMOCKA) $(LIBS_ALL)
 
 all: $(LIB) $(PROGS)
 
@@ -95,7 +95,7 @@ TOOL_SRCS := $(sort $(wildcard test/tools/*.c))
 TOOL_BINS := $(TOOL_SRCS:test/tools/%.c=$(BUILD)/tools/%)
 $(BUILD)/tools/%: $(BUILD)/obj/test/tools/%.o $(LIB)
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS_ALL) $^ -o $@ $(LIBS_ALL)
+	$(CC) $(LDFLAGS_ALL) $(filter-out $(LIB),$^) $(LIB) -o $@ $(LIBS_ALL)
 
 # Golden vectors: proto/vectors/*.msgpack with a .json of what each means.
 # Our decoder (vector_dump) and an independent one (Debian's
@@ -128,7 +128,7 @@ BENCH_SRCS := $(sort $(wildcard test/bench/bench_*.c))
 BENCH_BINS := $(BENCH_SRCS:test/bench/%.c=$(BUILD)/bench/%)
 $(BUILD)/bench/%: $(BUILD)/obj/test/bench/%.o $(LIB)
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS_ALL) $^ -o $@ $(LIBS_ALL)
+	$(CC) $(LDFLAGS_ALL) $(filter-out $(LIB),$^) $(LIB) -o $@ $(LIBS_ALL)
 
 bench: $(BUILD)/.deps-bench
 	$(MAKE) --no-print-directory SAN=0 $(BENCH_BINS) all

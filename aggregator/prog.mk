@@ -4,4 +4,10 @@ PROGS += $(BUILD)/bin/fedmq-train
 
 $(BUILD)/bin/fedmq-train: $(BUILD)/obj/aggregator/fedmq_train.o $(LIB)
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS_ALL) $^ -o $@ $(LIBS_ALL)
+	$(CC) $(LDFLAGS_ALL) $(filter-out $(LIB),$^) $(LIB) -o $@ $(LIBS_ALL)
+
+# The aggregator's core (agg.c) is a library object of the aggregator's
+# programs and of test/test_agg.c.
+AGG_OBJS := $(BUILD)/obj/aggregator/agg.o
+$(BUILD)/test/test_agg: $(AGG_OBJS)
+$(BUILD)/obj/test/test_agg.o: CPPFLAGS_ALL += -Iaggregator

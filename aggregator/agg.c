@@ -1,0 +1,661 @@
+/*
+ * agg.c — the aggregator's core; the contract is in agg.h.
+ *
+ * Checkpoint file (little-endian), <state_dir>/aggregator.ckpt:
+ *   "FMQAGG01" | u32 P | fleet[65] | model[65] | u64 round | u64 version |
+ *   u64 deadline_ms | u64 round_start_ms | f64 fa.weight | u32 fa.count |
+ *   f64 loss_sum | f64 loss_sq | u32 late | u32 rejected | u64 bytes_in |
+ *   u64 bytes_out | u32 nreasons | {name[32] u64 count}* | u32 nseen |
+ *   {dev[65] u64 round}* | f32 w[P] | f32 sum[P] | u32 crc32 of all before
+ */
+#include "agg.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <zlib.h>
+
+#include "fedavg.h"
+#include "nn.h"
+
+typedef struct seen {
+    char dev[FMQ_ID_MAX + 1];
+    uint64_t round;
+} seen;
+
+struct fmq_agg {
+    fmq_agg_cfg cfg;
+    char fleet[FMQ_ID_MAX + 1], model[FMQ_ID_MAX + 1];
+    char state_dir[512];
+    fmq_nn *nn; /* holds the global weights; also evaluates */
+    uint32_t P;
+    uint64_t round, version;
+    uint64_t deadline_ms, start_ms;
+    fmq_fedavg fa;
+    double loss_sum, loss_sq;
+    uint32_t late, rejected, extensions;
+    uint64_t bytes_in, bytes_out;
+    fmq_reason_count reasons[16];
+    uint32_t nreasons;
+    seen *seen;
+    uint32_t nseen, capseen;
+    bool resumed, dirty;
+};
+
+uint64_t fmq_agg_round(const fmq_agg *a) { return a->round; }
+uint64_t fmq_agg_version(const fmq_agg *a) { return a->version; }
+uint32_t fmq_agg_nparams(const fmq_agg *a) { return a->P; }
+bool fmq_agg_resumed(const fmq_agg *a) { return a->resumed; }
+bool fmq_agg_dirty(const fmq_agg *a) { return a->dirty; }
+
+const float *fmq_agg_weights(const fmq_agg *a)
+{
+    return fmq_nn_params(a->nn);
+}
+
+void fmq_agg_count_out(fmq_agg *a, uint64_t bytes)
+{
+    a->bytes_out += bytes;
+}
+
+/* ---------------------------------------------------------- checkpoint */
+
+typedef struct wr {
+    fmq_buf b;
+    fmq_err e;
+} wr;
+
+static void put(wr *w, const void *p, size_t n)
+{
+    if (!w->e)
+        w->e = fmq_buf_append(&w->b, p, n);
+}
+static void put_u32(wr *w, uint32_t v)
+{
+    uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16),
+                    (uint8_t)(v >> 24)};
+    put(w, b, 4);
+}
+static void put_u64(wr *w, uint64_t v)
+{
+    put_u32(w, (uint32_t)v);
+    put_u32(w, (uint32_t)(v >> 32));
+}
+static void put_f64(wr *w, double d)
+{
+    uint64_t u;
+    memcpy(&u, &d, 8);
+    put_u64(w, u);
+}
+static void put_floats(wr *w, const float *x, uint32_t n)
+{
+    if (w->e || (w->e = fmq_buf_reserve(&w->b, (size_t)n * 4)))
+        return;
+    for (uint32_t i = 0; i < n; i++)
+        fmq_store_f32le(w->b.data + w->b.len + 4 * (size_t)i, x[i]);
+    w->b.len += (size_t)n * 4;
+}
+
+typedef struct rd {
+    const uint8_t *p;
+    size_t left;
+    bool bad;
+} rd;
+
+static void get(rd *r, void *out, size_t n)
+{
+    if (r->bad || r->left < n) {
+        r->bad = true;
+        memset(out, 0, n);
+        return;
+    }
+    memcpy(out, r->p, n);
+    r->p += n;
+    r->left -= n;
+}
+static uint32_t get_u32(rd *r)
+{
+    uint8_t b[4];
+    get(r, b, 4);
+    return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
+           (uint32_t)b[3] << 24;
+}
+static uint64_t get_u64(rd *r)
+{
+    uint64_t lo = get_u32(r);
+    return lo | (uint64_t)get_u32(r) << 32;
+}
+static double get_f64(rd *r)
+{
+    uint64_t u = get_u64(r);
+    double d;
+    memcpy(&d, &u, 8);
+    return d;
+}
+static void get_floats(rd *r, float *x, uint32_t n)
+{
+    if (r->bad || r->left < (size_t)n * 4) {
+        r->bad = true;
+        return;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        x[i] = fmq_load_f32le(r->p + 4 * (size_t)i);
+    r->p += (size_t)n * 4;
+    r->left -= (size_t)n * 4;
+}
+
+static void ckpt_path(const fmq_agg *a, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/aggregator.ckpt", a->state_dir);
+}
+
+fmq_err fmq_agg_checkpoint(fmq_agg *a)
+{
+    if (!a->state_dir[0])
+        return FMQ_OK;
+    wr w = {{0}, FMQ_OK};
+    fmq_buf_init(&w.b);
+    char name[FMQ_ID_MAX + 1] = {0};
+    put(&w, "FMQAGG01", 8);
+    put_u32(&w, a->P);
+    memcpy(name, a->fleet, sizeof name);
+    put(&w, name, sizeof name);
+    memset(name, 0, sizeof name);
+    memcpy(name, a->model, sizeof name);
+    put(&w, name, sizeof name);
+    put_u64(&w, a->round);
+    put_u64(&w, a->version);
+    put_u64(&w, a->deadline_ms);
+    put_u64(&w, a->start_ms);
+    put_f64(&w, a->fa.weight);
+    put_u32(&w, a->fa.count);
+    put_f64(&w, a->loss_sum);
+    put_f64(&w, a->loss_sq);
+    put_u32(&w, a->late);
+    put_u32(&w, a->rejected);
+    put_u64(&w, a->bytes_in);
+    put_u64(&w, a->bytes_out);
+    put_u32(&w, a->nreasons);
+    for (uint32_t i = 0; i < a->nreasons; i++) {
+        put(&w, a->reasons[i].reason, sizeof a->reasons[i].reason);
+        put_u64(&w, a->reasons[i].count);
+    }
+    put_u32(&w, a->nseen);
+    for (uint32_t i = 0; i < a->nseen; i++) {
+        put(&w, a->seen[i].dev, sizeof a->seen[i].dev);
+        put_u64(&w, a->seen[i].round);
+    }
+    put_floats(&w, fmq_nn_params(a->nn), a->P);
+    put_floats(&w, a->fa.sum, a->P);
+    if (!w.e)
+        put_u32(&w, (uint32_t)crc32(0, w.b.data, (uInt)w.b.len));
+    fmq_err e = w.e;
+    if (!e) {
+        char path[600];
+        ckpt_path(a, path, sizeof path);
+        e = fmq_file_write_atomic(path, w.b.data, w.b.len);
+    }
+    fmq_buf_fini(&w.b);
+    if (e)
+        fmq_log_err("aggregator: checkpoint of round %llu failed: %s",
+                    (unsigned long long)a->round, fmq_strerror(e));
+    else
+        a->dirty = false;
+    return e;
+}
+
+static fmq_err seen_add(fmq_agg *a, const char *dev, uint64_t round)
+{
+    if (a->nseen == a->capseen) {
+        uint32_t cap = a->capseen ? 2 * a->capseen : 64;
+        seen *s = fmq_realloc(a->seen, (size_t)cap * sizeof *s);
+        if (!s)
+            return FMQ_ERR_NOMEM;
+        a->seen = s;
+        a->capseen = cap;
+    }
+    seen *s = &a->seen[a->nseen++];
+    memset(s, 0, sizeof *s);
+    snprintf(s->dev, sizeof s->dev, "%s", dev);
+    s->round = round;
+    return FMQ_OK;
+}
+
+static bool seen_has(const fmq_agg *a, const char *dev, uint64_t round)
+{
+    for (uint32_t i = 0; i < a->nseen; i++)
+        if (a->seen[i].round == round && strcmp(a->seen[i].dev, dev) == 0)
+            return true;
+    return false;
+}
+
+static fmq_err load_checkpoint(fmq_agg *a, const uint8_t *buf, size_t len)
+{
+    if (len < 12 || crc32(0, buf, (uInt)(len - 4)) !=
+                        (uint32_t)(buf[len - 4] | buf[len - 3] << 8 |
+                                   buf[len - 2] << 16 |
+                                   (uint32_t)buf[len - 1] << 24)) {
+        fmq_log_err("aggregator: checkpoint is truncated or corrupt (CRC)");
+        return FMQ_ERR_DATA;
+    }
+    rd r = {buf, len - 4, false};
+    char magic[8], fleet[FMQ_ID_MAX + 1], model[FMQ_ID_MAX + 1];
+    get(&r, magic, 8);
+    uint32_t P = get_u32(&r);
+    get(&r, fleet, sizeof fleet);
+    get(&r, model, sizeof model);
+    fleet[FMQ_ID_MAX] = model[FMQ_ID_MAX] = 0;
+    if (r.bad || memcmp(magic, "FMQAGG01", 8) || P != a->P ||
+        strcmp(fleet, a->fleet) || strcmp(model, a->model)) {
+        fmq_log_err("aggregator: checkpoint is for another fleet or model "
+                    "(%s, %s, P=%u; configured %s, %s, P=%u)",
+                    fleet, model, P, a->fleet, a->model, a->P);
+        return FMQ_ERR_DATA;
+    }
+    a->round = get_u64(&r);
+    a->version = get_u64(&r);
+    a->deadline_ms = get_u64(&r);
+    a->start_ms = get_u64(&r);
+    a->fa.weight = get_f64(&r);
+    a->fa.count = get_u32(&r);
+    a->loss_sum = get_f64(&r);
+    a->loss_sq = get_f64(&r);
+    a->late = get_u32(&r);
+    a->rejected = get_u32(&r);
+    a->bytes_in = get_u64(&r);
+    a->bytes_out = get_u64(&r);
+    a->nreasons = get_u32(&r);
+    if (a->nreasons > 16)
+        r.bad = true;
+    for (uint32_t i = 0; i < a->nreasons && !r.bad; i++) {
+        get(&r, a->reasons[i].reason, sizeof a->reasons[i].reason);
+        a->reasons[i].reason[FMQ_NAME_MAX] = 0;
+        a->reasons[i].count = get_u64(&r);
+    }
+    uint32_t nseen = get_u32(&r);
+    if (nseen > r.left / (FMQ_ID_MAX + 9))
+        r.bad = true;
+    for (uint32_t i = 0; i < nseen && !r.bad; i++) {
+        char dev[FMQ_ID_MAX + 1];
+        get(&r, dev, sizeof dev);
+        dev[FMQ_ID_MAX] = 0;
+        uint64_t rr = get_u64(&r);
+        if (!r.bad && seen_add(a, dev, rr))
+            return FMQ_ERR_NOMEM;
+    }
+    get_floats(&r, fmq_nn_params(a->nn), P);
+    get_floats(&r, a->fa.sum, P);
+    if (r.bad || r.left != 0 || a->round == 0 || a->version == 0) {
+        fmq_log_err("aggregator: checkpoint has a bad layout");
+        return FMQ_ERR_DATA;
+    }
+    return FMQ_OK;
+}
+
+/* ---------------------------------------------------------------- open */
+
+fmq_err fmq_agg_open(const fmq_agg_cfg *cfg, fmq_agg **out)
+{
+    *out = NULL;
+    if (!cfg || !cfg->fleet || !fmq_id_valid(cfg->fleet) || !cfg->model ||
+        cfg->cohort_size == 0 || cfg->quorum == 0 ||
+        cfg->quorum > cfg->cohort_size || cfg->round_ms == 0 ||
+        (cfg->global_scheme != FMQ_Q_F32 && cfg->global_scheme != FMQ_Q_F16) ||
+        (cfg->state_dir && strlen(cfg->state_dir) >= 512)) {
+        fmq_log_err("aggregator: bad configuration (fleet id, model, "
+                    "1 <= quorum <= cohort size, round time > 0, global "
+                    "scheme f32 or f16)");
+        return FMQ_ERR_CONFIG;
+    }
+    fmq_agg *a = fmq_calloc(1, sizeof *a);
+    if (!a)
+        return FMQ_ERR_NOMEM;
+    a->cfg = *cfg;
+    snprintf(a->fleet, sizeof a->fleet, "%s", cfg->fleet);
+    snprintf(a->model, sizeof a->model, "%s", cfg->model);
+    if (cfg->state_dir)
+        snprintf(a->state_dir, sizeof a->state_dir, "%s", cfg->state_dir);
+    a->cfg.fleet = a->fleet;
+    a->cfg.model = a->model;
+    a->cfg.state_dir = a->state_dir[0] ? a->state_dir : NULL;
+    a->cfg.init = NULL;
+    fmq_err e = fmq_nn_new(cfg->model, cfg->in_c, cfg->in_h, cfg->in_w,
+                           cfg->classes, &a->nn);
+    if (e)
+        goto fail;
+    a->P = fmq_nn_nparams(a->nn);
+    if ((e = fmq_fedavg_init(&a->fa, a->P)))
+        goto fail;
+    a->round = a->version = 1;
+    if (cfg->init)
+        memcpy(fmq_nn_params(a->nn), cfg->init, (size_t)a->P * 4);
+    else
+        fmq_nn_init(a->nn, cfg->seed);
+    if (a->state_dir[0]) {
+        if ((e = fmq_mkdir_p(a->state_dir)))
+            goto fail;
+        char path[600];
+        ckpt_path(a, path, sizeof path);
+        uint8_t *buf;
+        size_t len;
+        e = fmq_file_read(path, (size_t)a->P * 8 + (64u << 20), &buf, &len);
+        if (e == FMQ_OK) {
+            e = load_checkpoint(a, buf, len);
+            fmq_free(buf);
+            if (e)
+                goto fail;
+            a->resumed = true;
+            fmq_log_notice("aggregator: resumed from %s: round %llu, version "
+                           "%llu, %u updates already counted",
+                           path, (unsigned long long)a->round,
+                           (unsigned long long)a->version, a->fa.count);
+        } else if (e != FMQ_ERR_NOTFOUND) {
+            goto fail;
+        } else if ((e = fmq_agg_checkpoint(a))) {
+            goto fail;
+        }
+    }
+    *out = a;
+    return FMQ_OK;
+fail:
+    fmq_agg_destroy(&a);
+    return e;
+}
+
+void fmq_agg_destroy(fmq_agg **ap)
+{
+    if (!ap || !*ap)
+        return;
+    fmq_agg *a = *ap;
+    fmq_nn_destroy(&a->nn);
+    fmq_fedavg_fini(&a->fa);
+    fmq_free(a->seen);
+    fmq_free(a);
+    *ap = NULL;
+}
+
+/* -------------------------------------------------------------- global */
+
+fmq_err fmq_agg_encode_global(fmq_agg *a, uint64_t now_ms, fmq_buf *out)
+{
+    if (a->deadline_ms == 0) {
+        a->start_ms = now_ms;
+        a->deadline_ms = now_ms + a->cfg.round_ms;
+        a->dirty = true;
+    }
+    fmq_msg_global g;
+    fmq_msg_global_init(&g);
+    snprintf(g.fleet, sizeof g.fleet, "%s", a->fleet);
+    snprintf(g.model, sizeof g.model, "%s", a->model);
+    g.round = a->round;
+    g.version = a->version;
+    g.deadline_ms = a->deadline_ms;
+    g.ts_ms = now_ms;
+    g.train = a->cfg.train;
+    g.uq = a->cfg.uq;
+    snprintf(g.strategy, sizeof g.strategy, "fedavg");
+    g.max_staleness =
+        a->cfg.late == FMQ_AGG_LATE_FOLD ? a->cfg.max_staleness : 0;
+    fmq_quant_cfg qc = {a->cfg.global_scheme, 0, false};
+    fmq_err e = fmq_quant_encode(&qc, fmq_nn_params(a->nn), a->P, NULL,
+                                 &g.weights);
+    if (!e)
+        e = fmq_codec_encode_global(&g, out);
+    fmq_qtensor_fini(&g.weights);
+    fmq_msg_global_fini(&g);
+    return e;
+}
+
+/* -------------------------------------------------------------- update */
+
+static void count_reason(fmq_agg *a, const char *why)
+{
+    for (uint32_t i = 0; i < a->nreasons; i++)
+        if (strcmp(a->reasons[i].reason, why) == 0) {
+            a->reasons[i].count++;
+            return;
+        }
+    if (a->nreasons < 16) {
+        snprintf(a->reasons[a->nreasons].reason,
+                 sizeof a->reasons[0].reason, "%s", why);
+        a->reasons[a->nreasons++].count = 1;
+    }
+}
+
+static fmq_err reject(fmq_agg *a, fmq_err e, const char *dev,
+                      const char *what, fmq_agg_verdict *v)
+{
+    *v = FMQ_AGG_REJECTED;
+    a->rejected++;
+    a->dirty = true;
+    count_reason(a, fmq_errname(e));
+    fmq_log_warn("aggregator: round %llu: update from %s rejected: %s%s%s",
+                 (unsigned long long)a->round, dev[0] ? dev : "?",
+                 fmq_errname(e), what && what[0] ? ": " : "",
+                 what ? what : "");
+    return e;
+}
+
+/* The device id at the end of fedmq/<fleet>/update/<device>. */
+static const char *topic_device(const fmq_agg *a, const char *topic)
+{
+    char prefix[FMQ_ID_MAX + 32];
+    int n = snprintf(prefix, sizeof prefix, "fedmq/%s/update/", a->fleet);
+    if (!topic || n < 0 || strncmp(topic, prefix, (size_t)n) != 0)
+        return NULL;
+    return topic + n;
+}
+
+fmq_err fmq_agg_on_update(fmq_agg *a, const char *topic, const uint8_t *buf,
+                          size_t len, uint64_t now_ms, fmq_agg_verdict *v)
+{
+    (void)now_ms;
+    a->bytes_in += len;
+    a->dirty = true;
+    const char *tdev = topic_device(a, topic);
+    char what[200] = "";
+    if (!tdev || !fmq_id_valid(tdev))
+        return reject(a, FMQ_ERR_INVAL, "", "topic is not an update topic of "
+                                            "this fleet", v);
+    fmq_msg_update u;
+    fmq_codec_detail det = {{0}};
+    fmq_err e = fmq_codec_decode_update(buf, len, NULL, &u, &det);
+    if (e)
+        return reject(a, e, tdev, det.what, v);
+    if (strcmp(u.fleet, a->fleet) != 0) {
+        snprintf(what, sizeof what, "fleet %s", u.fleet);
+        return reject(a, FMQ_ERR_FLEET, tdev, what, v);
+    }
+    if (strcmp(u.device, tdev) != 0) {
+        snprintf(what, sizeof what, "says it is %s", u.device);
+        return reject(a, FMQ_ERR_INVAL, tdev, what, v);
+    }
+    if (u.delta.n != a->P) {
+        snprintf(what, sizeof what, "%u values, model has %u", u.delta.n,
+                 a->P);
+        return reject(a, FMQ_ERR_MODEL, tdev, what, v);
+    }
+    if (u.round > a->round || u.version > a->version ||
+        (u.round == a->round && u.version != a->version)) {
+        snprintf(what, sizeof what, "round %llu version %llu, current %llu/%llu",
+                 (unsigned long long)u.round, (unsigned long long)u.version,
+                 (unsigned long long)a->round, (unsigned long long)a->version);
+        return reject(a, FMQ_ERR_STALE, tdev, what, v);
+    }
+    if (seen_has(a, tdev, u.round)) {
+        snprintf(what, sizeof what, "round %llu", (unsigned long long)u.round);
+        return reject(a, FMQ_ERR_DUPLICATE, tdev, what, v);
+    }
+    double sq = fmq_quant_sqnorm(&u.delta);
+    if (!isfinite(sq))
+        return reject(a, FMQ_ERR_NONFINITE, tdev, "delta norm", v);
+    if (a->cfg.norm_bound > 0 && sqrt(sq) > a->cfg.norm_bound) {
+        snprintf(what, sizeof what, "L2 norm %.4g > %.4g", sqrt(sq),
+                 a->cfg.norm_bound);
+        return reject(a, FMQ_ERR_NORM, tdev, what, v);
+    }
+    double weight = (double)u.samples;
+    uint64_t tau = a->round - u.round;
+    if (tau > 0) {
+        if (a->cfg.late == FMQ_AGG_LATE_DROP || tau > a->cfg.max_staleness) {
+            a->late++;
+            *v = FMQ_AGG_DROPPED;
+            fmq_log_info("aggregator: round %llu: late update from %s "
+                         "(staleness %llu) dropped",
+                         (unsigned long long)a->round, tdev,
+                         (unsigned long long)tau);
+            return seen_add(a, tdev, u.round);
+        }
+        weight /= sqrt(1.0 + (double)tau); /* FedBuff's staleness weight */
+    }
+    if ((e = fmq_fedavg_add(&a->fa, &u.delta, weight)))
+        return reject(a, e, tdev, "accumulate", v);
+    if ((e = seen_add(a, tdev, u.round)))
+        return e;
+    if (tau > 0) {
+        a->late++;
+        *v = FMQ_AGG_FOLDED;
+    } else {
+        *v = FMQ_AGG_COUNTED;
+        a->loss_sum += u.loss;
+        a->loss_sq += (double)u.loss * u.loss;
+    }
+    return FMQ_OK;
+}
+
+/* Updates counted for the current round (not late ones). */
+static uint32_t on_time(const fmq_agg *a)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < a->nseen; i++)
+        n += a->seen[i].round == a->round;
+    return n;
+}
+
+bool fmq_agg_tick(fmq_agg *a, uint64_t now_ms)
+{
+    uint32_t n = on_time(a);
+    if (n >= a->cfg.cohort_size && a->fa.count > 0)
+        return true;
+    if (a->deadline_ms == 0 || now_ms < a->deadline_ms)
+        return false;
+    if (a->fa.count >= a->cfg.quorum && n >= a->cfg.quorum)
+        return true;
+    a->deadline_ms = now_ms + a->cfg.round_ms;
+    a->extensions++;
+    a->dirty = true;
+    fmq_log_notice("aggregator: round %llu: deadline passed with %u of %u "
+                   "(quorum %u); extended by %u ms",
+                   (unsigned long long)a->round, n, a->cfg.cohort_size,
+                   a->cfg.quorum, a->cfg.round_ms);
+    return false;
+}
+
+/* --------------------------------------------------------------- close */
+
+fmq_err fmq_agg_close(fmq_agg *a, const fmq_dataset *holdout, uint64_t now_ms,
+                      fmq_agg_report *rep)
+{
+    fmq_err e;
+    memset(rep, 0, sizeof *rep);
+    uint32_t n = on_time(a);
+    rep->round = a->round;
+    rep->cohort = a->cfg.cohort_size;
+    rep->participants = n;
+    rep->late = a->late;
+    rep->rejected = a->rejected;
+    memcpy(rep->reasons, a->reasons, sizeof rep->reasons);
+    rep->nreasons = a->nreasons;
+    rep->loss_mean = n ? a->loss_sum / n : NAN;
+    rep->loss_std = n ? sqrt(fmax(0, a->loss_sq / n - rep->loss_mean *
+                                                       rep->loss_mean))
+                      : NAN;
+    rep->bytes_in = a->bytes_in;
+    rep->bytes_out = a->bytes_out;
+    rep->seconds = a->start_ms && now_ms > a->start_ms
+                       ? (now_ms - a->start_ms) / 1000.0
+                       : 0;
+    rep->extensions = a->extensions;
+    if ((e = fmq_fedavg_apply(&a->fa, fmq_nn_params(a->nn))))
+        return e;
+    rep->test_loss = rep->test_acc = NAN;
+    if (holdout) {
+        fmq_nn_eval ev;
+        if ((e = fmq_nn_evaluate(a->nn, holdout, &ev)) == FMQ_OK) {
+            rep->test_loss = ev.loss;
+            rep->test_acc = ev.accuracy;
+            fmq_nn_eval_fini(&ev);
+        }
+    }
+    a->round++;
+    a->version++;
+    rep->version = a->version;
+    fmq_fedavg_reset(&a->fa);
+    a->loss_sum = a->loss_sq = 0;
+    a->late = a->rejected = a->extensions = 0;
+    a->nreasons = 0;
+    a->bytes_in = a->bytes_out = 0;
+    a->deadline_ms = a->start_ms = 0;
+    /* keep (device, round) only while such a round can still be folded */
+    uint32_t keep = 0;
+    for (uint32_t i = 0; i < a->nseen; i++)
+        if (a->seen[i].round + a->cfg.max_staleness + 1 >= a->round)
+            a->seen[keep++] = a->seen[i];
+    a->nseen = keep;
+    a->dirty = true;
+    return fmq_agg_checkpoint(a);
+}
+
+/* ------------------------------------------------------------- metrics */
+
+fmq_err fmq_agg_encode_metrics(const fmq_agg *a, const fmq_agg_report *rep,
+                               uint64_t now_ms, fmq_buf *out)
+{
+    fmq_msg_metrics m;
+    fmq_msg_metrics_init(&m);
+    snprintf(m.fleet, sizeof m.fleet, "%s", a->fleet);
+    m.round = rep->round;
+    m.version = rep->version;
+    m.cohort = rep->cohort;
+    m.participants = rep->participants;
+    m.late = rep->late;
+    m.rejected = (fmq_reason_count *)rep->reasons;
+    m.nrejected = rep->nreasons;
+    m.loss_mean = rep->loss_mean;
+    m.loss_std = rep->loss_std;
+    m.test_loss = rep->test_loss;
+    m.test_acc = rep->test_acc;
+    m.bytes_in = rep->bytes_in;
+    m.bytes_out = rep->bytes_out;
+    m.seconds = rep->seconds;
+    snprintf(m.strategy, sizeof m.strategy, "fedavg");
+    m.ts_ms = now_ms;
+    fmq_err e = fmq_codec_encode_metrics(&m, out);
+    m.rejected = NULL; /* borrowed from rep */
+    m.nrejected = 0;
+    fmq_msg_metrics_fini(&m);
+    return e;
+}
+
+void fmq_agg_format_report(const fmq_agg_report *r, char *buf, size_t len)
+{
+    char rej[256] = "";
+    size_t off = 0;
+    for (uint32_t i = 0; i < r->nreasons && off < sizeof rej; i++) {
+        int k = snprintf(rej + off, sizeof rej - off, "%s%s:%llu",
+                         i ? "," : " (", r->reasons[i].reason,
+                         (unsigned long long)r->reasons[i].count);
+        if (k < 0)
+            break;
+        off += (size_t)k;
+    }
+    if (r->nreasons && off < sizeof rej - 1)
+        snprintf(rej + off, sizeof rej - off, ")");
+    snprintf(buf, len,
+             "round %llu: %u/%u devices, %u late, %u rejected%s, train loss "
+             "%.4f, test acc %.4f, %.1f KB in, %.2f s",
+             (unsigned long long)r->round, r->participants, r->cohort, r->late,
+             r->rejected, rej, r->loss_mean, r->test_acc,
+             r->bytes_in / 1024.0, r->seconds);
+}

@@ -1,0 +1,139 @@
+/*
+ * agg.h — the aggregator's core: rounds, validation, FedAvg, checkpoints.
+ *
+ * The core does no I/O but its checkpoint file: the program around it
+ * (fedmq_aggregator.c) receives MQTT messages and hands each update's
+ * bytes to fmq_agg_on_update, publishes what fmq_agg_encode_global and
+ * fmq_agg_encode_metrics produce, and calls fmq_agg_tick to learn when a
+ * round closes. That keeps every rule testable without a broker.
+ *
+ * Round life (proto/SPEC.md §9.2): round r publishes model version mv with
+ * a deadline. An update is *counted* when it is for (r, mv), from a device
+ * not yet counted this round, decodes, fits the model, is finite and under
+ * the norm bound; it is folded into a sample-weighted streaming average
+ * (common/fedavg.h). The round closes when cohort_size updates are counted,
+ * or at the deadline if at least `quorum` are; short of the quorum the
+ * deadline moves on by round_ms. A *late* update (for an earlier round,
+ * staleness tau = r - its round) is dropped, or folded in with weight
+ * n / sqrt(1 + tau) while tau <= max_staleness, as configured; a late
+ * update is counted once per (device, round) too.
+ *
+ * Checkpoints: fmq_agg_checkpoint writes the model, round, version,
+ * deadline, the running average and the set of (device, round) already
+ * counted to <state_dir>/aggregator.ckpt atomically (temp, fsync, rename).
+ * fmq_agg_close writes one before it returns, i.e. before the caller
+ * publishes the new model. After a crash, fmq_agg_open resumes from the
+ * file: versions never go back, and an update that a device sends again
+ * (devices resend their update when they see the same global again) is
+ * recognised as already counted.
+ */
+#ifndef FMQ_AGG_H
+#define FMQ_AGG_H
+
+#include "codec.h"
+#include "data.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { FMQ_AGG_LATE_DROP = 0, FMQ_AGG_LATE_FOLD } fmq_agg_late;
+
+typedef struct fmq_agg_cfg {
+    const char *fleet;
+    const char *model;                /* spec, e.g. "cnn" */
+    uint32_t in_c, in_h, in_w, classes; /* model input (1, 28, 28, 10) */
+    uint64_t seed;                    /* model initialisation */
+    uint32_t cohort_size;             /* updates that close a round early */
+    uint32_t quorum;                  /* fewest a round may close with */
+    uint32_t round_ms;                /* deadline after the round starts */
+    fmq_agg_late late;
+    uint32_t max_staleness;           /* rounds, for FMQ_AGG_LATE_FOLD */
+    double norm_bound;                /* reject L2 norm above; 0 = off */
+    fmq_train_cfg train;              /* the round instructions (tc) */
+    fmq_uq uq;                        /* update quantization */
+    fmq_scheme global_scheme;         /* w as f32 or f16 */
+    const char *state_dir;            /* checkpoint directory; NULL = none */
+    const float *init;                /* (P,) initial weights; NULL = seed */
+} fmq_agg_cfg;
+
+typedef struct fmq_agg fmq_agg;
+
+/* Resume from <state_dir>/aggregator.ckpt when it exists (FMQ_ERR_DATA
+ * when it is corrupt or for another model/fleet: never silently start
+ * over), else initialise round 1, version 1. */
+FMQ_NODISCARD fmq_err fmq_agg_open(const fmq_agg_cfg *cfg, fmq_agg **out);
+void fmq_agg_destroy(fmq_agg **ap);
+
+uint64_t fmq_agg_round(const fmq_agg *a);
+uint64_t fmq_agg_version(const fmq_agg *a);
+uint32_t fmq_agg_nparams(const fmq_agg *a);
+const float *fmq_agg_weights(const fmq_agg *a);
+/* true when the round's state came from a checkpoint (a restart). */
+bool fmq_agg_resumed(const fmq_agg *a);
+
+/* The global message of the current round; the first call of a round
+ * fixes its deadline at now_ms + round_ms. */
+FMQ_NODISCARD fmq_err fmq_agg_encode_global(fmq_agg *a, uint64_t now_ms,
+                                            fmq_buf *out);
+
+typedef enum {
+    FMQ_AGG_COUNTED = 0,
+    FMQ_AGG_FOLDED,  /* late, folded in with a staleness weight */
+    FMQ_AGG_DROPPED, /* late, dropped by policy or past max staleness */
+    FMQ_AGG_REJECTED /* see the returned error */
+} fmq_agg_verdict;
+
+/* Validate and fold in one update that arrived on `topic`
+ * (fedmq/<fleet>/update/<device>). Returns FMQ_OK with *v COUNTED, FOLDED
+ * or DROPPED, or the reason it was rejected (*v REJECTED): a decode error,
+ * FMQ_ERR_FLEET, FMQ_ERR_INVAL (device does not match the topic),
+ * FMQ_ERR_STALE (older than max staleness... or from the future),
+ * FMQ_ERR_DUPLICATE, FMQ_ERR_MODEL (wrong size), FMQ_ERR_NONFINITE,
+ * FMQ_ERR_NORM. Every rejection is counted by reason and logged; nothing
+ * else changes. */
+FMQ_NODISCARD fmq_err fmq_agg_on_update(fmq_agg *a, const char *topic,
+                                        const uint8_t *buf, size_t len,
+                                        uint64_t now_ms, fmq_agg_verdict *v);
+
+/* Account for bytes published (for the metrics). */
+void fmq_agg_count_out(fmq_agg *a, uint64_t bytes);
+
+/* true when the round should close now; extends the deadline (and logs)
+ * when it has passed without the quorum. */
+bool fmq_agg_tick(fmq_agg *a, uint64_t now_ms);
+
+typedef struct fmq_agg_report {
+    uint64_t round, version;   /* the round closed, the version it made */
+    uint32_t cohort, participants, late, rejected;
+    fmq_reason_count reasons[16];
+    uint32_t nreasons;
+    double loss_mean, loss_std; /* training loss over participants */
+    double test_loss, test_acc; /* NaN without a hold-out set */
+    uint64_t bytes_in, bytes_out;
+    double seconds;
+    uint32_t extensions;        /* deadline extensions in this round */
+} fmq_agg_report;
+
+/* Close the round: apply the average, evaluate on `holdout` (may be NULL),
+ * move to round + 1 / version + 1, checkpoint. */
+FMQ_NODISCARD fmq_err fmq_agg_close(fmq_agg *a, const fmq_dataset *holdout,
+                                    uint64_t now_ms, fmq_agg_report *rep);
+
+/* Write the checkpoint now (no-op without a state_dir). */
+FMQ_NODISCARD fmq_err fmq_agg_checkpoint(fmq_agg *a);
+/* true when something changed since the last checkpoint. */
+bool fmq_agg_dirty(const fmq_agg *a);
+
+FMQ_NODISCARD fmq_err fmq_agg_encode_metrics(const fmq_agg *a,
+                                             const fmq_agg_report *rep,
+                                             uint64_t now_ms, fmq_buf *out);
+
+/* One human line per round: round, participants/cohort, late, rejected
+ * with reasons, mean train loss, test accuracy, bytes in, seconds. */
+void fmq_agg_format_report(const fmq_agg_report *rep, char *buf, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FMQ_AGG_H */
