@@ -22,6 +22,6 @@ for p in iid dirichlet:0.5 labels:2 labels:3; do
   log=$BUILD/bench/niid-$(echo "$p" | tr ':.' '__')-r$ROUNDS-e$EPOCHS.log
   "$TRAIN" fedavg --model cnn --parties 10 --partition "$p" --rounds "$ROUNDS" \
       --local-epochs "$EPOCHS" --batch 64 --lr 0.01 --momentum 0.9 --seed 1 >"$log"
-  acc=$(tail -1 "$log" | sed -n 's/.*test_acc=\([0-9.]*\).*/\1/p')
+  acc=$(grep "^round=" "$log" | tail -1 | sed -n "s/.*test_acc=\([0-9.]*\).*/\1/p")
   printf '%-14s %8s %10s\n' "$p" "$ROUNDS" "$acc"
 done
