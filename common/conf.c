@@ -83,8 +83,7 @@ static size_t conf__index(const fmq_conf *c, const char *name)
 /* Parse text as a value of key; on FMQ_ERR_CONFIG the reason is in c->err
  * prefixed with where ("file:3: " or "--flag: "). */
 static fmq_err conf__parse(fmq_conf *c, const fmq_conf_key *key,
-                           const char *text, const char *where,
-                           conf__val *out)
+                           const char *text, const char *where, conf__val *out)
 {
     const char *name = key->name;
     if (*text == '\0' && !(key->type == FMQ_CONF_STR && key->empty_ok)) {
@@ -123,8 +122,8 @@ static fmq_err conf__parse(fmq_conf *c, const fmq_conf_key *key,
     case FMQ_CONF_UINT:
         /* strtoull takes "-1" as UINT64_MAX; a sign is never meant here */
         if (*text == '-' || *text == '+') {
-            conf__fail(c, "%s%s: '%s' is not an unsigned integer", where,
-                       name, text);
+            conf__fail(c, "%s%s: '%s' is not an unsigned integer", where, name,
+                       text);
             return FMQ_ERR_CONFIG;
         }
         out->v.u = strtoull(text, &end, 10);
@@ -145,9 +144,8 @@ static fmq_err conf__parse(fmq_conf *c, const fmq_conf_key *key,
     if (end == text || *end != '\0' || conf__is_space(*text) ||
         (!is_int && !isfinite(as_d))) {
         conf__fail(c, "%s%s: '%s' is not %s", where, name, text,
-                   is_int ? (key->type == FMQ_CONF_UINT
-                                 ? "an unsigned integer"
-                                 : "an integer")
+                   is_int ? (key->type == FMQ_CONF_UINT ? "an unsigned integer"
+                                                        : "an integer")
                           : "a finite number");
         return FMQ_ERR_CONFIG;
     }
@@ -159,16 +157,16 @@ static fmq_err conf__parse(fmq_conf *c, const fmq_conf_key *key,
         return FMQ_ERR_CONFIG;
     }
     if (key->min < key->max && (as_d < key->min || as_d > key->max)) {
-        conf__fail(c, "%s%s: '%s' is out of range [%.15g, %.15g]", where,
-                   name, text, key->min, key->max);
+        conf__fail(c, "%s%s: '%s' is out of range [%.15g, %.15g]", where, name,
+                   text, key->min, key->max);
         return FMQ_ERR_CONFIG;
     }
     return FMQ_OK;
 }
 
 /* Stage value[0..len) for key k. */
-static fmq_err conf__stage(fmq_conf *c, size_t k, const char *value,
-                           size_t len, const char *where)
+static fmq_err conf__stage(fmq_conf *c, size_t k, const char *value, size_t len,
+                           const char *where)
 {
     char *text = fmq_malloc(len + 1);
     if (!text) {
@@ -209,9 +207,8 @@ static void conf__stage_commit(fmq_conf *c)
 
 /* ------------------------------------------------------------ the table */
 
-static const char *const conf__type_name[] = {"string", "integer",
-                                              "unsigned integer", "number",
-                                              "boolean"};
+static const char *const conf__type_name[] = {
+    "string", "integer", "unsigned integer", "number", "boolean"};
 
 /* keys[0..k) are valid; is keys[k].name among them? */
 static bool conf__declared_before(const fmq_conf_key *keys, size_t k)
@@ -422,16 +419,14 @@ fmq_err fmq_conf_load_string(fmq_conf *c, const char *text, const char *name)
 /* One option at argv[*i]: *key is its index, or -1 for --config; *value
  * is its value (NULL for a bare bool); *flag_len is the length of the flag
  * text as typed ("--round-deadline"). Advances *i past what it used. */
-static fmq_err conf__next_opt(fmq_conf *c, int argc, char *const argv[],
-                              int *i, ptrdiff_t *key, const char **value,
-                              int *flag_len)
+static fmq_err conf__next_opt(fmq_conf *c, int argc, char *const argv[], int *i,
+                              ptrdiff_t *key, const char **value, int *flag_len)
 {
     const char *a = argv[*i];
     (*i)++;
     if (strncmp(a, "--", 2) != 0 || a[2] == '\0' || a[2] == '-' ||
         a[2] == '_') {
-        conf__fail(c, "unexpected argument '%s' (options are --key value)",
-                   a);
+        conf__fail(c, "unexpected argument '%s' (options are --key value)", a);
         return FMQ_ERR_CONFIG;
     }
     const char *eq = strchr(a, '=');

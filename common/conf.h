@@ -45,7 +45,7 @@
 extern "C" {
 #endif
 
-#define FMQ_CONF_LINE_MAX 4096        /* bytes per line, without its end */
+#define FMQ_CONF_LINE_MAX 4096       /* bytes per line, without its end */
 #define FMQ_CONF_FILE_MAX (1u << 20) /* bytes per file */
 
 typedef enum {

@@ -22,22 +22,40 @@
 static char tmpdir[512];
 
 static const fmq_conf_key keys[] = {
-    {.name = "broker_host", .type = FMQ_CONF_STR, .def = "localhost",
+    {.name = "broker_host",
+     .type = FMQ_CONF_STR,
+     .def = "localhost",
      .help = "MQTT broker host name"},
-    {.name = "broker_port", .type = FMQ_CONF_UINT, .def = "8883",
-     .help = "MQTT broker TCP port", .min = 1, .max = 65535},
-    {.name = "round_deadline", .type = FMQ_CONF_INT, .def = "30",
-     .help = "seconds to wait for updates", .min = 1, .max = 3600},
-    {.name = "fraction", .type = FMQ_CONF_DOUBLE, .def = "0.5",
-     .help = "share of devices per round", .min = 0, .max = 1},
-    {.name = "tls", .type = FMQ_CONF_BOOL, .def = "true",
+    {.name = "broker_port",
+     .type = FMQ_CONF_UINT,
+     .def = "8883",
+     .help = "MQTT broker TCP port",
+     .min = 1,
+     .max = 65535},
+    {.name = "round_deadline",
+     .type = FMQ_CONF_INT,
+     .def = "30",
+     .help = "seconds to wait for updates",
+     .min = 1,
+     .max = 3600},
+    {.name = "fraction",
+     .type = FMQ_CONF_DOUBLE,
+     .def = "0.5",
+     .help = "share of devices per round",
+     .min = 0,
+     .max = 1},
+    {.name = "tls",
+     .type = FMQ_CONF_BOOL,
+     .def = "true",
      .help = "connect over TLS"},
-    {.name = "verbose", .type = FMQ_CONF_BOOL, .def = "no",
-     .help = "log more"},
+    {.name = "verbose", .type = FMQ_CONF_BOOL, .def = "no", .help = "log more"},
     {.name = "fleet", .type = FMQ_CONF_STR, .help = "fleet to serve"},
     {.name = "offset", .type = FMQ_CONF_INT, .help = "unbounded"},
-    {.name = "password_file", .type = FMQ_CONF_STR, .def = "",
-     .help = "empty: no password", .empty_ok = true},
+    {.name = "password_file",
+     .type = FMQ_CONF_STR,
+     .def = "",
+     .help = "empty: no password",
+     .empty_ok = true},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -95,8 +113,8 @@ static void defaults_apply_when_nothing_is_given(void **state)
     fmq_conf_destroy(NULL);
 }
 
-static void a_file_gives_values_through_comments_blank_lines_crlf_and_spaces(
-    void **state)
+static void
+a_file_gives_values_through_comments_blank_lines_crlf_and_spaces(void **state)
 {
     (void)state;
     fmq_conf *c = new_conf();
@@ -133,8 +151,9 @@ static void a_key_given_twice_takes_the_later_line(void **state)
 {
     (void)state;
     fmq_conf *c = new_conf();
-    assert_int_equal(fmq_conf_load_string(c, "round_deadline 10\n"
-                                             "round_deadline 20\n",
+    assert_int_equal(fmq_conf_load_string(c,
+                                          "round_deadline 10\n"
+                                          "round_deadline 20\n",
                                           NULL),
                      FMQ_OK);
     assert_true(fmq_conf_int(c, "round_deadline") == 20);
@@ -174,15 +193,22 @@ static void flags_override_the_file_wherever_config_appears(void **state)
     }
 }
 
-static void flags_take_equals_or_a_separate_value_and_dash_is_underscore(
-    void **state)
+static void
+flags_take_equals_or_a_separate_value_and_dash_is_underscore(void **state)
 {
     (void)state;
     fmq_conf *c = new_conf();
-    char *argv[] = {"prog",          "--broker-host=a b=c", "--broker_port",
-                    "1883",          "--fleet",             "--looks-like-flag",
-                    "--offset",      "-7",                  "--password-file=",
-                    "--round_deadline=5", "--round-deadline=6"};
+    char *argv[] = {"prog",
+                    "--broker-host=a b=c",
+                    "--broker_port",
+                    "1883",
+                    "--fleet",
+                    "--looks-like-flag",
+                    "--offset",
+                    "-7",
+                    "--password-file=",
+                    "--round_deadline=5",
+                    "--round-deadline=6"};
     bool help;
     assert_int_equal(fmq_conf_parse_args(c, ARGC(argv), argv, &help), FMQ_OK);
     assert_string_equal(fmq_conf_str(c, "broker_host"), "a b=c");
@@ -201,8 +227,8 @@ static void flags_take_equals_or_a_separate_value_and_dash_is_underscore(
     fmq_conf_destroy(&c);
 }
 
-static void a_bool_flag_alone_means_true_and_takes_words_after_equals(
-    void **state)
+static void
+a_bool_flag_alone_means_true_and_takes_words_after_equals(void **state)
 {
     (void)state;
     fmq_conf *c = new_conf();
@@ -421,10 +447,11 @@ static void a_failed_load_changes_nothing(void **state)
     (void)state;
     fmq_conf *c = new_conf();
     assert_int_equal(fmq_conf_load_string(c, "fleet a\n", NULL), FMQ_OK);
-    assert_int_equal(fmq_conf_load_string(c, "fleet b\n"
-                                             "round_deadline 7\n"
-                                             "verbose on\n"
-                                             "fraction 2\n",
+    assert_int_equal(fmq_conf_load_string(c,
+                                          "fleet b\n"
+                                          "round_deadline 7\n"
+                                          "verbose on\n"
+                                          "fraction 2\n",
                                           NULL),
                      FMQ_ERR_CONFIG);
     assert_string_equal(fmq_conf_str(c, "fleet"), "a");
@@ -547,8 +574,7 @@ static void a_wrong_key_table_is_refused_with_its_reason(void **state)
         {{{.name = "ok"}, {.name = "n", .type = (fmq_conf_type)9}},
          "unknown type 9"},
         {{{.name = "ok"},
-          {.name = "n", .type = FMQ_CONF_INT, .def = "0", .min = 1,
-           .max = 2}},
+          {.name = "n", .type = FMQ_CONF_INT, .def = "0", .min = 1, .max = 2}},
          "default of n: '0' is out of range [1, 2]"},
         {{{.name = "ok"}, {.name = "s", .def = ""}},
          "default of s needs a value"},
@@ -597,8 +623,8 @@ static void counting_free(void *arg, void *p)
     free(p);
 }
 
-static void out_of_memory_at_any_allocation_is_reported_and_nothing_leaks(
-    void **state)
+static void
+out_of_memory_at_any_allocation_is_reported_and_nothing_leaks(void **state)
 {
     (void)state;
     const char *path = write_file("oom.conf", "broker_host from-file\n"
@@ -606,10 +632,8 @@ static void out_of_memory_at_any_allocation_is_reported_and_nothing_leaks(
                                               "fleet f\n");
     char p[600];
     snprintf(p, sizeof p, "%s", path);
-    char *argv[] = {"prog", "--round-deadline=12", "--config", p,
-                    "--verbose"};
-    fmq_allocator a = {counting_malloc, counting_realloc, counting_free,
-                       NULL};
+    char *argv[] = {"prog", "--round-deadline=12", "--config", p, "--verbose"};
+    fmq_allocator a = {counting_malloc, counting_realloc, counting_free, NULL};
     int n;
     for (n = 0; n < 1000; n++) {
         fail_after = n;
