@@ -181,8 +181,12 @@ static void publish_agg_status(fmq_mqtt *mq, const char *fleet, bool on,
     s.ts_ms = fmq_now_ms();
     fmq_buf b;
     fmq_buf_init(&b);
-    if (fmq_codec_encode_agg(&s, &b) == FMQ_OK)
-        (void)fmq_mqtt_publish(mq, topic, b.data, b.len, 1, true, 2000);
+    fmq_err e = fmq_codec_encode_agg(&s, &b);
+    if (!e)
+        e = fmq_mqtt_publish(mq, topic, b.data, b.len, 1, true, 2000);
+    if (e)
+        fprintf(stderr, "fedmq-aggregator: publishing the status: %s\n",
+                fmq_strerror(e));
     fmq_buf_fini(&b);
 }
 
@@ -285,11 +289,17 @@ int main(int argc, char **argv)
         uint64_t now = fmq_now_ms();
         if (e == FMQ_OK) {
             fmq_agg_verdict v;
-            (void)fmq_agg_on_update(a, m.topic, m.payload, m.len, now, &v);
+            /* a rejection is counted and logged by the core; the loop
+             * goes on whatever the bytes were */
+            if (fmq_agg_on_update(a, m.topic, m.payload, m.len, now, &v) ==
+                FMQ_OK)
+                fmq_log_debug("update on %s: verdict %d", m.topic, (int)v);
             fmq_mqtt_msg_free(&m);
         }
         if (fmq_agg_dirty(a) && now - last_ckpt >= o.checkpoint_ms) {
-            (void)fmq_agg_checkpoint(a);
+            if ((e = fmq_agg_checkpoint(a)))
+                fprintf(stderr, "fedmq-aggregator: checkpoint: %s\n",
+                        fmq_strerror(e));
             last_ckpt = now;
         }
         if (!fmq_agg_tick(a, now))
@@ -308,8 +318,10 @@ int main(int argc, char **argv)
         fflush(stdout);
         fmq_buf mb;
         fmq_buf_init(&mb);
-        if (fmq_agg_encode_metrics(a, &rep, now, &mb) == FMQ_OK)
-            (void)fmq_mqtt_publish(mq, t_metrics, mb.data, mb.len, 1, true, 0);
+        if ((e = fmq_agg_encode_metrics(a, &rep, now, &mb)) ||
+            (e = fmq_mqtt_publish(mq, t_metrics, mb.data, mb.len, 1, true, 0)))
+            fprintf(stderr, "fedmq-aggregator: metrics: %s\n",
+                    fmq_strerror(e));
         fmq_buf_fini(&mb);
         done++;
         /* the new model goes out even after the last round, so devices

@@ -11,3 +11,9 @@ $(BUILD)/bin/fedmq-train: $(BUILD)/obj/aggregator/fedmq_train.o $(LIB)
 AGG_OBJS := $(BUILD)/obj/aggregator/agg.o
 $(BUILD)/test/test_agg: $(AGG_OBJS)
 $(BUILD)/obj/test/test_agg.o: CPPFLAGS_ALL += -Iaggregator
+
+#   fedmq-aggregator   rounds over MQTT (agg.c + common/mqtt.c)
+PROGS += $(BUILD)/bin/fedmq-aggregator
+$(BUILD)/bin/fedmq-aggregator: $(BUILD)/obj/aggregator/fedmq_aggregator.o $(AGG_OBJS) $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_ALL) $(filter-out $(LIB),$^) $(LIB) -o $@ $(LIBS_ALL)

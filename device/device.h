@@ -1,0 +1,202 @@
+/*
+ * device.h — the device side of fedmq: what a device does with a global
+ * model (proto/SPEC.md §9.1), and a runner that ties it to an MQTT
+ * connection.
+ *
+ * Two layers, so that every rule is testable without a broker:
+ *
+ *   fmq_device   the core. No network: it takes the bytes of a global
+ *                message and answers with the bytes of an update to
+ *                publish (or nothing, and why). It checks fleet and version,
+ *                applies the cohort rule, trains through a trainer ops
+ *                table (common/trainer.h), computes delta = local - global,
+ *                quantizes it with error feedback and encodes the update.
+ *                With a state_dir it keeps, across restarts, the latest
+ *                global, the error-feedback residual, the last round it
+ *                trained and that round's update (write-temp, fsync,
+ *                rename: common/fmq.h fmq_file_write_atomic).
+ *
+ *   fmq_devrun   one device on one MQTT connection (common/mqtt.h):
+ *                subscribes to fedmq/FLEET/model/global, publishes a
+ *                retained status (its last will says offline), feeds
+ *                globals to the core, publishes updates at QoS 1 and keeps
+ *                one pending until the broker acknowledged it. It is
+ *                polled (fmq_devrun_poll never blocks longer than asked),
+ *                so fedmq-device runs one and fedmq-sim runs a thousand
+ *                from one thread.
+ *
+ * Resending: a device trains each round at most once. It sends that
+ * round's update again (the same bytes) when the broker had not
+ * acknowledged it before a disconnect or a restart, and when the same
+ * global (round and version) is published again with a new timestamp,
+ * which is what a restarted aggregator does: the aggregator counts each
+ * (device, round) once, so a resend is never counted twice.
+ */
+#ifndef FMQ_DEVICE_H
+#define FMQ_DEVICE_H
+
+#include "codec.h"
+#include "mqtt.h"
+#include "trainer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ core */
+
+typedef struct fmq_device_cfg {
+    const char *fleet;     /* required, an identifier (SPEC §3.3) */
+    const char *id;        /* required, the device id */
+    const char *cls;       /* device class for per-class schemes; NULL */
+    /* Directory for device.state (created 0700); NULL = nothing kept. */
+    const char *state_dir;
+    /* The trainer and the device's data. setup.model is ignored: the
+     * model spec comes from the global message (the trainer is opened at
+     * the first global and again if the spec changes). NULL ops = the
+     * built-in engine (fmq_trainer_builtin). */
+    const fmq_trainer_ops *trainer;
+    fmq_trainer_setup setup;
+    /* Shuffling seed of round r: fmq_trainer_seed(seed, r, party), the
+     * same as fedmq-train's party `party`, so a networked run can be held
+     * against the in-process reference. */
+    uint64_t seed;
+    uint32_t party;
+    /* Stochastic rounding, when the round asks for it, draws from a
+     * generator seeded with quant_seed and the round. */
+    uint64_t quant_seed;
+} fmq_device_cfg;
+
+typedef struct fmq_device fmq_device;
+
+/* Opens a device; with state_dir, loads device.state when it exists.
+ * FMQ_ERR_INVAL for a bad fleet/id; FMQ_ERR_DATA when device.state exists
+ * but is corrupt or belongs to another fleet or device (it is left in
+ * place for the operator: a device never silently forgets its state);
+ * FMQ_ERR_IO, FMQ_ERR_NOMEM. */
+FMQ_NODISCARD fmq_err fmq_device_open(const fmq_device_cfg *cfg,
+                                      fmq_device **out);
+void fmq_device_destroy(fmq_device **dp);
+
+typedef enum {
+    FMQ_DEV_TRAINED = 0, /* *update holds a new update to publish */
+    FMQ_DEV_RESEND,      /* *update holds this round's update again */
+    FMQ_DEV_NOT_COHORT,  /* model kept; this device sits the round out */
+    FMQ_DEV_ALREADY,     /* same global, already trained: nothing to do */
+    FMQ_DEV_REFUSED      /* see the returned error; nothing changed */
+} fmq_device_action;
+
+typedef struct fmq_device_result {
+    fmq_device_action action;
+    uint64_t round, version;
+    uint64_t samples;
+    double loss, train_s;
+    double norm; /* L2 norm of the quantized delta sent */
+    fmq_codec_detail detail; /* what was wrong, for decode errors */
+} fmq_device_result;
+
+/* Handles the bytes of one global message. On FMQ_OK, res->action says
+ * what happened and, for TRAINED and RESEND, update (reset first) holds
+ * the update message to publish on fedmq/<fleet>/update/<id>; the update
+ * is then also the device's pending update (fmq_device_pending) until a
+ * newer global arrives. Errors (res->action REFUSED, the device's state
+ * unchanged, counted in fmq_device_stats):
+ *   decode errors (res->detail says what), FMQ_ERR_FLEET (another fleet),
+ *   FMQ_ERR_STALE (older model version than the one held, or the same
+ *   version for another round), FMQ_ERR_CONFIG (unknown model spec or a
+ *   quantization the device cannot do), trainer errors, FMQ_ERR_IO when
+ *   the state could not be saved (then nothing is sent either: a device
+ *   never publishes what it could not remember). */
+FMQ_NODISCARD fmq_err fmq_device_on_global(fmq_device *d, const uint8_t *buf,
+                                           size_t len, fmq_device_result *res,
+                                           fmq_buf *update);
+
+/* The update of the last round trained, while no newer global has
+ * arrived: *data and *len point into the device (valid until its next call).
+ * FMQ_ERR_NOTFOUND when there is none. *acked tells whether the broker
+ * acknowledged it (fmq_device_mark_acked). */
+FMQ_NODISCARD fmq_err fmq_device_pending(const fmq_device *d,
+                                         const uint8_t **data, size_t *len,
+                                         bool *acked);
+/* The raw global message held (restored from device.state after a
+ * restart), for the runner to handle again at start: a device that
+ * crashed while training trains that round then. FMQ_ERR_NOTFOUND before
+ * the first global. */
+FMQ_NODISCARD fmq_err fmq_device_held_global(const fmq_device *d,
+                                             const uint8_t **data,
+                                             size_t *len);
+/* Records that the broker acknowledged the pending update (persisted). */
+FMQ_NODISCARD fmq_err fmq_device_mark_acked(fmq_device *d);
+
+typedef struct fmq_device_stats {
+    uint64_t globals, trained, resent, not_cohort, already, refused;
+    uint64_t version, round;  /* model held (0: none yet) */
+    uint64_t last_trained;    /* last round trained (0: none) */
+    uint64_t samples;
+    double last_loss, last_norm, last_train_s;
+    fmq_err last_error;
+} fmq_device_stats;
+
+void fmq_device_get_stats(const fmq_device *d, fmq_device_stats *out);
+const char *fmq_device_id(const fmq_device *d);
+const char *fmq_device_fleet(const fmq_device *d);
+/* The model weights held (P,), NULL before the first global. */
+const float *fmq_device_weights(const fmq_device *d, uint32_t *P);
+
+/* ---------------------------------------------------------------- runner */
+
+typedef struct fmq_devrun fmq_devrun;
+
+/* Creates the MQTT client for the device (client id = device id, will =
+ * status offline, retained) and starts connecting; mc is the connection
+ * (uri, CA, credentials...; client_id and will fields are set here). The
+ * runner borrows d for its lifetime. connect_ms bounds the first connect
+ * (FMQ_ERR_TIMEOUT, FMQ_ERR_MQTT, FMQ_ERR_DENIED as fmq_mqtt_connect);
+ * after it the connection comes back by itself. */
+FMQ_NODISCARD fmq_err fmq_devrun_new(fmq_device *d, const fmq_mqtt_cfg *mc,
+                                     uint32_t connect_ms, fmq_devrun **out);
+/* ack_wait_ms > 0: each update publish waits up to that long for the
+ * broker's PUBACK and then records the update as acknowledged (it is not
+ * sent again after a reconnect). 0 (the default): publishing never
+ * blocks, and the pending update is sent again after every reconnect
+ * until a newer global arrives (at least once; the aggregator counts a
+ * (device, round) once). */
+void fmq_devrun_set_ack_wait(fmq_devrun *r, uint32_t ack_wait_ms);
+/* Publishes status offline and disconnects cleanly. */
+void fmq_devrun_destroy(fmq_devrun **rp);
+
+/* Handles what arrived, for up to wait_ms waiting for the first message
+ * (0 = just look). Publishes the pending update after a (re)connection if
+ * the broker had not acknowledged it. *did (may be NULL) is true when a
+ * message was handled. Errors from a bad global are logged and counted,
+ * never returned: the runner keeps going. Returns FMQ_ERR_STATE only
+ * when the client is unusable. */
+FMQ_NODISCARD fmq_err fmq_devrun_poll(fmq_devrun *r, uint32_t wait_ms,
+                                      bool *did);
+
+/* Hold back publishing updates (a slow device) until the monotonic time
+ * hold_until (fmq_mono_seconds()); 0 = publish at once. The update stays
+ * pending meanwhile. */
+void fmq_devrun_hold(fmq_devrun *r, double hold_until);
+
+/* A look at each received global before the core gets it (fedmq-sim
+ * uses it to play offline, slow and dropping devices). round is the
+ * global's round (0 when it does not decode: the core then refuses it). */
+typedef enum {
+    FMQ_DEVRUN_TAKE = 0, /* hand it to the core */
+    FMQ_DEVRUN_SKIP,     /* drop it, as if never received */
+    FMQ_DEVRUN_HOLD      /* train, but keep the update pending unsent */
+} fmq_devrun_verdict;
+typedef fmq_devrun_verdict (*fmq_devrun_filter_fn)(void *arg, fmq_devrun *r,
+                                                   uint64_t round);
+void fmq_devrun_set_filter(fmq_devrun *r, fmq_devrun_filter_fn fn,
+                           void *arg);
+
+/* The last result of the core (what the last global did). */
+const fmq_device_result *fmq_devrun_last(const fmq_devrun *r);
+void fmq_devrun_mqtt_stats(const fmq_devrun *r, fmq_mqtt_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FMQ_DEVICE_H */

@@ -1,0 +1,396 @@
+/*
+ * fedmq-sim — a fleet of N devices in one process, each a full device
+ * (device.h core and runner) with its own MQTT connection, its own client
+ * id and its own share of the training set, so that one machine can play a
+ * fleet of 1,000 against a real broker and a real aggregator.
+ *
+ * Device k (k = first_party .. first_party + devices - 1) is
+ * "<id_prefix>-<k as 4 digits>", holds party k of the partition and trains
+ * with fmq_trainer_seed(seed, round, k) — what fedmq-train's party k does
+ * in process, so the two can be compared.
+ *
+ * Realism knobs, drawn per (device, round) from the cohort rule's hash
+ * (common/cohort.h) with knob_seed, so a run is reproducible:
+ *   offline  the device misses the round's global: it disconnects and
+ *            comes back offline_ms later (its session keeps what the
+ *            broker queued meanwhile);
+ *   slow     it trains, then holds its update back slow_ms;
+ *   drop     it trains and drops off before sending; it returns drop_ms
+ *            later and sends the update then (late, usually).
+ *
+ * One thread drives every device (training runs inline, device after
+ * device); Paho's own threads do the network. The run ends when a device
+ * holds a global of round until_round, after max_seconds, or at SIGINT /
+ * SIGTERM; then every device says offline and disconnects, and one
+ * summary line is printed.
+ */
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "cohort.h"
+#include "device.h"
+#include "nn.h"
+
+static const fmq_conf_key keys[] = {
+    FMQ_CLI_MQTT_KEYS,
+    FMQ_CLI_DATA_KEYS,
+    {"devices", FMQ_CONF_UINT, "10", "devices to simulate", 1, 100000, false},
+    {"first_party", FMQ_CONF_UINT, "0", "party index of the first device", 0,
+     100000, false},
+    {"id_prefix", FMQ_CONF_STR, "dev", "device ids are <prefix>-<party>", 0,
+     0, false},
+    {"trainer", FMQ_CONF_STR, "engine",
+     "engine (the built-in trainer) or trivial (one cheap step: measures "
+     "the runtime only)", 0, 0, false},
+    {"state_dir", FMQ_CONF_STR, NULL,
+     "keep each device's state in <dir>/<id>/ (unset: in memory only)", 0, 0,
+     false},
+    {"offline", FMQ_CONF_DOUBLE, "0", "fraction of devices offline per round",
+     0, 1, false},
+    {"offline_ms", FMQ_CONF_UINT, "5000", "how long an offline device stays "
+     "away", 0, 86400000, false},
+    {"slow", FMQ_CONF_DOUBLE, "0", "fraction of devices that are slow per "
+     "round", 0, 1, false},
+    {"slow_ms", FMQ_CONF_UINT, "2000", "delay of a slow device's update", 0,
+     86400000, false},
+    {"drop", FMQ_CONF_DOUBLE, "0", "fraction of devices that drop off "
+     "mid-round", 0, 1, false},
+    {"drop_ms", FMQ_CONF_UINT, "10000", "how long a dropped device stays "
+     "away before sending", 0, 86400000, false},
+    {"knob_seed", FMQ_CONF_UINT, "7", "seed of the offline/slow/drop draws",
+     0, 0, false},
+    {"until_round", FMQ_CONF_UINT, "0", "stop once a device holds the "
+     "global of this round (0: run until stopped)", 0, 0, false},
+    {"max_seconds", FMQ_CONF_DOUBLE, "0", "stop after this long (0: no "
+     "limit)", 0, 1e9, false},
+    {"connect_ms", FMQ_CONF_UINT, "15000", "first connection timeout per "
+     "device", 100, 600000, false},
+    {"ack_wait_ms", FMQ_CONF_UINT, "0", "wait this long for each update's "
+     "PUBACK (0: never block; resend after reconnects)", 0, 60000, false},
+};
+
+static volatile sig_atomic_t stop;
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop = 1;
+}
+
+/* ----------------------------------------------------- trivial trainer
+ * Measures the runtime without the engine: the weights move by a small
+ * deterministic step (O(P), no data touched). */
+typedef struct trivial {
+    float *w;
+    uint32_t P, n;
+} trivial;
+
+static fmq_err trivial_init(void *state, const fmq_trainer_setup *s,
+                            uint32_t *P)
+{
+    trivial *t = state;
+    fmq_nn *nn;
+    const struct fmq_dataset *ds = s->data;
+    fmq_err e = fmq_nn_new(s->model, ds->c, ds->h, ds->w, ds->classes, &nn);
+    if (e)
+        return e;
+    t->P = fmq_nn_nparams(nn);
+    fmq_nn_destroy(&nn);
+    t->n = s->n;
+    if (!(t->w = fmq_alloc_array(t->P, sizeof(float))))
+        return FMQ_ERR_NOMEM;
+    *P = t->P;
+    return FMQ_OK;
+}
+
+static fmq_err trivial_load(void *state, const float *w, uint32_t P)
+{
+    trivial *t = state;
+    if (P != t->P)
+        return FMQ_ERR_MODEL;
+    memcpy(t->w, w, (size_t)P * sizeof(float));
+    return FMQ_OK;
+}
+
+static fmq_err trivial_train(void *state, const fmq_trainer_round *r,
+                             fmq_trainer_report *out)
+{
+    trivial *t = state;
+    float step = r->lr * 1e-3f;
+    for (uint32_t i = 0; i < t->P; i++)
+        t->w[i] -= step * (float)((int)(i % 7) - 3);
+    *out = (fmq_trainer_report){.samples = t->n ? t->n : 1,
+                                .steps = t->n, .loss = 1.0, .seconds = 0};
+    return FMQ_OK;
+}
+
+static fmq_err trivial_weights(void *state, float *w, uint32_t P)
+{
+    trivial *t = state;
+    if (P != t->P)
+        return FMQ_ERR_MODEL;
+    memcpy(w, t->w, (size_t)P * sizeof(float));
+    return FMQ_OK;
+}
+
+static void trivial_fini(void *state)
+{
+    trivial *t = state;
+    fmq_free(t->w);
+}
+
+static const fmq_trainer_ops trivial_ops = {
+    "trivial", sizeof(trivial), trivial_init, trivial_load, trivial_train,
+    trivial_weights, trivial_fini};
+
+/* ------------------------------------------------------------- devices */
+
+typedef enum { ACT_NONE = 0, ACT_OFFLINE, ACT_DROP } act;
+
+typedef struct simdev {
+    struct sim *sim;
+    char id[FMQ_ID_MAX + 1];
+    fmq_device *d;
+    fmq_devrun *r;
+    act pending_act;
+    double back_at;
+    uint64_t considered; /* last round the knobs were drawn for */
+    uint64_t bytes_in, bytes_out, msgs_out; /* of finished connections */
+    uint32_t offline_n, slow_n, drop_n;
+} simdev;
+
+typedef struct sim {
+    double offline, slow, drop;
+    uint32_t offline_ms, slow_ms, drop_ms, connect_ms, ack_wait_ms;
+    uint64_t knob_seed;
+    fmq_mqtt_cfg mc;
+} sim;
+
+static double knob(const sim *s, const char *what, uint64_t round,
+                   const char *id)
+{
+    char tag[FMQ_ID_MAX + 16];
+    snprintf(tag, sizeof tag, "%s/%s", what, id);
+    return fmq_cohort_draw(s->knob_seed, round, tag);
+}
+
+static fmq_devrun_verdict filter(void *arg, fmq_devrun *r, uint64_t round)
+{
+    simdev *sd = arg;
+    const sim *s = sd->sim;
+    if (round == 0 || round <= sd->considered)
+        return FMQ_DEVRUN_TAKE;
+    sd->considered = round;
+    if (s->offline > 0 && knob(s, "offline", round, sd->id) < s->offline) {
+        sd->pending_act = ACT_OFFLINE;
+        sd->offline_n++;
+        fmq_log_info("sim: %s offline for round %llu", sd->id,
+                     (unsigned long long)round);
+        return FMQ_DEVRUN_SKIP;
+    }
+    if (s->drop > 0 && knob(s, "drop", round, sd->id) < s->drop) {
+        sd->pending_act = ACT_DROP;
+        sd->drop_n++;
+        fmq_log_info("sim: %s drops off in round %llu", sd->id,
+                     (unsigned long long)round);
+        return FMQ_DEVRUN_HOLD;
+    }
+    if (s->slow > 0 && knob(s, "slow", round, sd->id) < s->slow) {
+        sd->slow_n++;
+        fmq_devrun_hold(r, fmq_mono_seconds() + s->slow_ms / 1000.0);
+    }
+    return FMQ_DEVRUN_TAKE;
+}
+
+static fmq_err connect_dev(simdev *sd)
+{
+    const sim *s = sd->sim;
+    fmq_err e = fmq_devrun_new(sd->d, &s->mc, s->connect_ms, &sd->r);
+    if (e) {
+        fmq_log_warn("sim: %s: connecting: %s", sd->id, fmq_strerror(e));
+        return e;
+    }
+    fmq_devrun_set_filter(sd->r, filter, sd);
+    fmq_devrun_set_ack_wait(sd->r, s->ack_wait_ms);
+    return FMQ_OK;
+}
+
+static void disconnect_dev(simdev *sd)
+{
+    if (!sd->r)
+        return;
+    fmq_mqtt_stats ms;
+    fmq_devrun_mqtt_stats(sd->r, &ms);
+    sd->bytes_in += ms.bytes_in;
+    sd->bytes_out += ms.bytes_out;
+    sd->msgs_out += ms.msgs_out;
+    fmq_devrun_destroy(&sd->r);
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    const char *prog = "fedmq-sim";
+    fmq_conf *c;
+    if (fmq_conf_new(keys, sizeof keys / sizeof keys[0], &c))
+        return 2;
+    int pr = fmq_cli_parse(c, argc, argv, prog,
+                           "A simulated fleet: N devices, each with its own "
+                           "MQTT connection and data partition.");
+    if (pr) {
+        fmq_conf_destroy(&c);
+        return pr == 1 ? 0 : 2;
+    }
+    uint32_t n = (uint32_t)fmq_conf_uint(c, "devices");
+    uint32_t first = (uint32_t)fmq_conf_uint(c, "first_party");
+    uint32_t parties = (uint32_t)fmq_conf_uint(c, "parties");
+    if ((uint64_t)first + n > parties) {
+        fprintf(stderr, "%s: devices %u from party %u need at least %llu "
+                        "parties (parties = %u)\n", prog, n, first,
+                (unsigned long long)first + n, parties);
+        return 2;
+    }
+    const char *tname = fmq_conf_str(c, "trainer");
+    const fmq_trainer_ops *ops;
+    if (strcmp(tname, "engine") == 0)
+        ops = &fmq_trainer_builtin;
+    else if (strcmp(tname, "trivial") == 0)
+        ops = &trivial_ops;
+    else {
+        fprintf(stderr, "%s: trainer '%s': use engine or trivial\n", prog,
+                tname);
+        return 2;
+    }
+    fmq_dataset ds;
+    fmq_partition part;
+    if (fmq_cli_data(c, prog, &ds, &part))
+        return 1;
+    /* many devices share the cores: one BLAS thread each (the default) */
+    sim s = {.offline = fmq_conf_double(c, "offline"),
+             .slow = fmq_conf_double(c, "slow"),
+             .drop = fmq_conf_double(c, "drop"),
+             .offline_ms = (uint32_t)fmq_conf_uint(c, "offline_ms"),
+             .slow_ms = (uint32_t)fmq_conf_uint(c, "slow_ms"),
+             .drop_ms = (uint32_t)fmq_conf_uint(c, "drop_ms"),
+             .connect_ms = (uint32_t)fmq_conf_uint(c, "connect_ms"),
+             .ack_wait_ms = (uint32_t)fmq_conf_uint(c, "ack_wait_ms"),
+             .knob_seed = fmq_conf_uint(c, "knob_seed")};
+    fmq_cli_mqtt(c, &s.mc);
+    simdev *devs = calloc(n, sizeof *devs);
+    if (!devs)
+        return 1;
+    const char *fleet = fmq_conf_str(c, "fleet");
+    const char *sdir = fmq_conf_str(c, "state_dir");
+    uint64_t seed = fmq_conf_uint(c, "seed");
+    int rc = 0;
+    double t0 = fmq_mono_seconds();
+    for (uint32_t i = 0; i < n; i++) {
+        simdev *sd = &devs[i];
+        uint32_t k = first + i;
+        sd->sim = &s;
+        snprintf(sd->id, sizeof sd->id, "%s-%04u",
+                 fmq_conf_str(c, "id_prefix"), k);
+        char dir[1024];
+        if (sdir)
+            snprintf(dir, sizeof dir, "%s/%s", sdir, sd->id);
+        fmq_device_cfg dc = {
+            .fleet = fleet, .id = sd->id, .state_dir = sdir ? dir : NULL,
+            .trainer = ops,
+            .setup = {.data = &ds, .idx = part.idx + part.off[k],
+                      .n = fmq_partition_size(&part, k)},
+            .seed = seed, .party = k, .quant_seed = seed * 1000003u + k};
+        fmq_err e = fmq_device_open(&dc, &sd->d);
+        if (!e)
+            e = connect_dev(sd);
+        if (e) {
+            fprintf(stderr, "%s: device %s: %s\n", prog, sd->id,
+                    fmq_strerror(e));
+            rc = 1;
+            n = i + (sd->d != NULL);
+            goto done;
+        }
+    }
+    printf("fedmq-sim: %u devices connected to %s in %.2f s (fleet %s, "
+           "partition %s, trainer %s)\n",
+           n, s.mc.uri, fmq_mono_seconds() - t0, fleet,
+           fmq_conf_str(c, "partition"), tname);
+    fflush(stdout);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    uint64_t until = fmq_conf_uint(c, "until_round");
+    double max_s = fmq_conf_double(c, "max_seconds");
+    while (!stop) {
+        bool any = false;
+        double now = fmq_mono_seconds();
+        for (uint32_t i = 0; i < n && !stop; i++) {
+            simdev *sd = &devs[i];
+            if (!sd->r) {
+                if (now >= sd->back_at && connect_dev(sd))
+                    sd->back_at = now + 1.0; /* try again in a second */
+                continue;
+            }
+            bool did = false;
+            if (fmq_devrun_poll(sd->r, 0, &did))
+                continue;
+            any |= did;
+            if (sd->pending_act != ACT_NONE) {
+                double away = sd->pending_act == ACT_OFFLINE ? s.offline_ms
+                                                             : s.drop_ms;
+                sd->pending_act = ACT_NONE;
+                disconnect_dev(sd);
+                sd->back_at = fmq_mono_seconds() + away / 1000.0;
+            }
+            if (until) {
+                fmq_device_stats st;
+                fmq_device_get_stats(sd->d, &st);
+                if (st.round >= until)
+                    stop = 1;
+            }
+        }
+        if (max_s > 0 && fmq_mono_seconds() - t0 >= max_s)
+            break;
+        if (!any)
+            sleep_ms(1);
+    }
+done:;
+    uint64_t trained = 0, refused = 0, bin = 0, bout = 0, rounds_max = 0;
+    uint32_t offn = 0, slown = 0, dropn = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        simdev *sd = &devs[i];
+        disconnect_dev(sd);
+        if (sd->d) {
+            fmq_device_stats st;
+            fmq_device_get_stats(sd->d, &st);
+            trained += st.trained;
+            refused += st.refused;
+            if (st.round > rounds_max)
+                rounds_max = st.round;
+        }
+        bin += sd->bytes_in;
+        bout += sd->bytes_out;
+        offn += sd->offline_n;
+        slown += sd->slow_n;
+        dropn += sd->drop_n;
+        fmq_device_destroy(&sd->d);
+    }
+    printf("fedmq-sim: %u devices, %llu updates trained, %llu globals "
+           "refused, offline %u, slow %u, dropped %u; bytes up %llu, down "
+           "%llu; peak RSS %.1f MB; %.1f s\n",
+           n, (unsigned long long)trained, (unsigned long long)refused, offn,
+           slown, dropn, (unsigned long long)bout, (unsigned long long)bin,
+           fmq_cli_peak_rss() / 1048576.0, fmq_mono_seconds() - t0);
+    free(devs);
+    fmq_partition_fini(&part);
+    fmq_data_fini(&ds);
+    fmq_conf_destroy(&c);
+    return rc;
+}
