@@ -25,7 +25,9 @@
  * summary line is printed.
  */
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,6 +153,14 @@ static const fmq_trainer_ops trivial_ops = {
 
 typedef enum { ACT_NONE = 0, ACT_OFFLINE, ACT_DROP } act;
 
+/* Connection state of a device without a runner. Connecting is done by a
+ * pool of threads: Paho 1.3.12 (Debian 12) makes every connection after a
+ * process's first wait about 2 s in its send thread (eclipse-paho
+ * paho.mqtt.c issue 1430, fixed in later releases), so connecting 1,000
+ * devices one after another would take half an hour; side by side the
+ * waits overlap. The main loop never blocks on a connect. */
+enum { CONN_IDLE = 0, CONN_QUEUED, CONN_READY, CONN_FAILED };
+
 typedef struct simdev {
     struct sim *sim;
     char id[FMQ_ID_MAX + 1];
@@ -161,6 +171,9 @@ typedef struct simdev {
     uint64_t considered; /* last round the knobs were drawn for */
     uint64_t bytes_in, bytes_out, msgs_out; /* of finished connections */
     uint32_t offline_n, slow_n, drop_n;
+    atomic_int conn;    /* CONN_*, while r is NULL */
+    fmq_devrun *r_new;  /* set by a connector thread (CONN_READY) */
+    struct simdev *next_q;
 } simdev;
 
 typedef struct sim {
@@ -168,6 +181,11 @@ typedef struct sim {
     uint32_t offline_ms, slow_ms, drop_ms, connect_ms, ack_wait_ms;
     uint64_t knob_seed;
     fmq_mqtt_cfg mc;
+    /* connector pool: a queue of devices to connect */
+    pthread_mutex_t qmu;
+    pthread_cond_t qcv;
+    simdev *qhead, *qtail;
+    bool qstop;
 } sim;
 
 static double knob(const sim *s, const char *what, uint64_t round,
@@ -206,17 +224,75 @@ static fmq_devrun_verdict filter(void *arg, fmq_devrun *r, uint64_t round)
     return FMQ_DEVRUN_TAKE;
 }
 
+/* Runs on a connector thread: the device core is not touched until the
+ * connection exists (fmq_devrun_new only reads its id and fleet). */
 static fmq_err connect_dev(simdev *sd)
 {
     const sim *s = sd->sim;
-    fmq_err e = fmq_devrun_new(sd->d, &s->mc, s->connect_ms, &sd->r);
+    fmq_devrun *r;
+    fmq_err e = fmq_devrun_new(sd->d, &s->mc, s->connect_ms, &r);
     if (e) {
         fmq_log_warn("sim: %s: connecting: %s", sd->id, fmq_strerror(e));
+        atomic_store(&sd->conn, CONN_FAILED);
         return e;
     }
-    fmq_devrun_set_filter(sd->r, filter, sd);
-    fmq_devrun_set_ack_wait(sd->r, s->ack_wait_ms);
+    fmq_devrun_set_filter(r, filter, sd);
+    fmq_devrun_set_ack_wait(r, s->ack_wait_ms);
+    sd->r_new = r;
+    atomic_store(&sd->conn, CONN_READY);
     return FMQ_OK;
+}
+
+static void *connector(void *arg)
+{
+    sim *s = arg;
+    pthread_mutex_lock(&s->qmu);
+    for (;;) {
+        while (!s->qhead && !s->qstop)
+            pthread_cond_wait(&s->qcv, &s->qmu);
+        if (s->qstop)
+            break;
+        simdev *sd = s->qhead;
+        s->qhead = sd->next_q;
+        if (!s->qhead)
+            s->qtail = NULL;
+        pthread_mutex_unlock(&s->qmu);
+        (void)connect_dev(sd);
+        pthread_mutex_lock(&s->qmu);
+    }
+    pthread_mutex_unlock(&s->qmu);
+    return NULL;
+}
+
+static void enqueue(sim *s, simdev *sd)
+{
+    atomic_store(&sd->conn, CONN_QUEUED);
+    sd->next_q = NULL;
+    pthread_mutex_lock(&s->qmu);
+    if (s->qtail)
+        s->qtail->next_q = sd;
+    else
+        s->qhead = sd;
+    s->qtail = sd;
+    pthread_cond_signal(&s->qcv);
+    pthread_mutex_unlock(&s->qmu);
+}
+
+/* Takes a finished connection; false while none is ready. */
+static bool adopt(simdev *sd, double now)
+{
+    int st = atomic_load(&sd->conn);
+    if (st == CONN_READY) {
+        sd->r = sd->r_new;
+        sd->r_new = NULL;
+        atomic_store(&sd->conn, CONN_IDLE);
+        return true;
+    }
+    if (st == CONN_FAILED) {
+        atomic_store(&sd->conn, CONN_IDLE);
+        sd->back_at = now + 1.0; /* try again in a second */
+    }
+    return false;
 }
 
 static void disconnect_dev(simdev *sd)
@@ -293,7 +369,19 @@ int main(int argc, char **argv)
     uint64_t seed = fmq_conf_uint(c, "seed");
     int rc = 0;
     double t0 = fmq_mono_seconds();
-    for (uint32_t i = 0; i < n; i++) {
+    pthread_mutex_init(&s.qmu, NULL);
+    pthread_cond_init(&s.qcv, NULL);
+    uint32_t nworkers = n < 64 ? n : 64, started = 0;
+    pthread_t workers[64];
+    for (; started < nworkers; started++)
+        if (pthread_create(&workers[started], NULL, connector, &s))
+            break;
+    if (!started) {
+        fprintf(stderr, "%s: cannot start connector threads\n", prog);
+        return 1;
+    }
+    uint32_t opened = 0;
+    for (uint32_t i = 0; i < n; i++, opened++) {
         simdev *sd = &devs[i];
         uint32_t k = first + i;
         sd->sim = &s;
@@ -309,19 +397,37 @@ int main(int argc, char **argv)
                       .n = fmq_partition_size(&part, k)},
             .seed = seed, .party = k, .quant_seed = seed * 1000003u + k};
         fmq_err e = fmq_device_open(&dc, &sd->d);
-        if (!e)
-            e = connect_dev(sd);
         if (e) {
             fprintf(stderr, "%s: device %s: %s\n", prog, sd->id,
                     fmq_strerror(e));
             rc = 1;
-            n = i + (sd->d != NULL);
-            goto done;
+            break;
         }
+        enqueue(&s, sd);
     }
-    printf("fedmq-sim: %u devices connected to %s in %.2f s (fleet %s, "
-           "partition %s, trainer %s)\n",
-           n, s.mc.uri, fmq_mono_seconds() - t0, fleet,
+    /* wait for the first connections (a device that fails here is tried
+     * again by the loop below, like one that returns from offline) */
+    uint32_t connected = 0, failed = 0;
+    while (!rc && connected + failed < opened) {
+        connected = failed = 0;
+        for (uint32_t i = 0; i < opened; i++) {
+            int st = atomic_load(&devs[i].conn);
+            connected += st == CONN_READY;
+            failed += st == CONN_FAILED;
+        }
+        sleep_ms(5);
+    }
+    n = opened;
+    if (!rc && connected == 0) {
+        fprintf(stderr, "%s: no device could connect to %s\n", prog,
+                s.mc.uri);
+        rc = 1;
+    }
+    if (rc)
+        goto done;
+    printf("fedmq-sim: %u of %u devices connected to %s in %.2f s (fleet "
+           "%s, partition %s, trainer %s)\n",
+           connected, n, s.mc.uri, fmq_mono_seconds() - t0, fleet,
            fmq_conf_str(c, "partition"), tname);
     fflush(stdout);
     signal(SIGINT, on_signal);
@@ -334,9 +440,12 @@ int main(int argc, char **argv)
         for (uint32_t i = 0; i < n && !stop; i++) {
             simdev *sd = &devs[i];
             if (!sd->r) {
-                if (now >= sd->back_at && connect_dev(sd))
-                    sd->back_at = now + 1.0; /* try again in a second */
-                continue;
+                if (!adopt(sd, now)) {
+                    if (atomic_load(&sd->conn) == CONN_IDLE &&
+                        now >= sd->back_at)
+                        enqueue(&s, sd);
+                    continue;
+                }
             }
             bool did = false;
             if (fmq_devrun_poll(sd->r, 0, &did))
@@ -361,7 +470,17 @@ int main(int argc, char **argv)
         if (!any)
             sleep_ms(1);
     }
-done:;
+done:
+    pthread_mutex_lock(&s.qmu);
+    s.qstop = true;
+    s.qhead = s.qtail = NULL;
+    pthread_cond_broadcast(&s.qcv);
+    pthread_mutex_unlock(&s.qmu);
+    for (uint32_t i = 0; i < started; i++)
+        pthread_join(workers[i], NULL);
+    for (uint32_t i = 0; i < n; i++)
+        if (!devs[i].r && atomic_load(&devs[i].conn) == CONN_READY)
+            adopt(&devs[i], 0);
     uint64_t trained = 0, refused = 0, bin = 0, bout = 0, rounds_max = 0;
     uint32_t offn = 0, slown = 0, dropn = 0;
     for (uint32_t i = 0; i < n; i++) {
