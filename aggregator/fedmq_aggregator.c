@@ -49,7 +49,7 @@ static void usage(FILE *f)
         "  --ca FILE             CA certificate that signed the broker's\n"
         "  --cert FILE --key FILE  client certificate (mTLS), optional\n"
         "  --username U --password P   MQTT credentials (token), optional\n"
-        "  --client-id ID        default fedmq-aggregator-<fleet>\n"
+        "  --client-id ID        default fedmq-agg-<fleet>\n"
         "  --fleet ID            fleet name (default demo)\n"
         "  --model SPEC          logreg, mlp:H[,H...], cnn (default mlp:128)\n"
         "  --seed N              model initialisation (default 1)\n"
@@ -243,7 +243,7 @@ int main(int argc, char **argv)
     if (fmq_codec_encode_agg(&will, &wb))
         return 1;
     char cid[128];
-    snprintf(cid, sizeof cid, "fedmq-aggregator-%s", o.fleet);
+    snprintf(cid, sizeof cid, "fedmq-agg-%s", o.fleet); /* SPEC §1 */
     fmq_mqtt_cfg mc;
     fmq_mqtt_cfg_defaults(&mc);
     mc.uri = o.broker;
@@ -282,6 +282,8 @@ int main(int argc, char **argv)
         return 1;
     uint64_t last_ckpt = fmq_now_ms();
     uint32_t done = 0;
+    uint64_t n_updates = 0, update_bytes = 0;
+    double t_start = fmq_mono_seconds(), last_acc = NAN;
     int rc = 0;
     while (!stop) {
         fmq_mqtt_msg m;
@@ -324,6 +326,9 @@ int main(int argc, char **argv)
                     fmq_strerror(e));
         fmq_buf_fini(&mb);
         done++;
+        n_updates += rep.participants + rep.late;
+        update_bytes += rep.bytes_in;
+        last_acc = rep.test_acc;
         /* the new model goes out even after the last round, so devices
          * end on the final weights */
         if (publish_global(a, mq, t_global)) {
@@ -336,6 +341,15 @@ int main(int argc, char **argv)
                    (unsigned long long)rep.round, rep.test_acc);
             break;
         }
+    }
+    if (done && n_updates) {
+        double per = (double)update_bytes / (double)n_updates;
+        double f32 = 4.0 * fmq_agg_nparams(a);
+        printf("fedmq-aggregator: summary: %u rounds, test accuracy %.4f, "
+               "%llu updates of %.1f KB on average (float32 deltas: %.1f KB, "
+               "%.2fx larger), %.1f s\n",
+               done, last_acc, (unsigned long long)n_updates, per / 1000.0,
+               f32 / 1000.0, f32 / per, fmq_mono_seconds() - t_start);
     }
     publish_agg_status(mq, o.fleet, false, a, t_status);
     fmq_mqtt_destroy(&mq);
