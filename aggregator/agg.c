@@ -2,10 +2,10 @@
  * agg.c — the aggregator's core; the contract is in agg.h.
  *
  * Checkpoint file (little-endian), <state_dir>/aggregator.ckpt:
- *   "FMQAGG01" | u32 P | fleet[65] | model[65] | u64 round | u64 version |
+ *   "FMQAGG02" | u32 P | fleet[65] | model[65] | u64 round | u64 version |
  *   u64 deadline_ms | u64 round_start_ms | f64 fa.weight | u32 fa.count |
- *   f64 loss_sum | f64 loss_sq | u32 late | u32 rejected | u64 bytes_in |
- *   u64 bytes_out | u32 nreasons | {name[32] u64 count}* | u32 nseen |
+ *   f64 loss_sum | f64 loss_sq | u32 late | u32 late_folded |
+ *   u32 rejected | u64 bytes_in | u64 bytes_out | u32 nreasons | {name[32] u64 count}* | u32 nseen |
  *   {dev[65] u64 round}* | f32 w[P] | f32 sum[P] | u32 crc32 of all before
  */
 #include "agg.h"
@@ -34,7 +34,7 @@ struct fmq_agg {
     uint64_t deadline_ms, start_ms;
     fmq_fedavg fa;
     double loss_sum, loss_sq;
-    uint32_t late, rejected, extensions;
+    uint32_t late, late_folded, rejected, extensions;
     uint64_t bytes_in, bytes_out;
     fmq_reason_count reasons[16];
     uint32_t nreasons;
@@ -157,7 +157,7 @@ fmq_err fmq_agg_checkpoint(fmq_agg *a)
     wr w = {{0}, FMQ_OK};
     fmq_buf_init(&w.b);
     char name[FMQ_ID_MAX + 1] = {0};
-    put(&w, "FMQAGG01", 8);
+    put(&w, "FMQAGG02", 8);
     put_u32(&w, a->P);
     memcpy(name, a->fleet, sizeof name);
     put(&w, name, sizeof name);
@@ -173,6 +173,7 @@ fmq_err fmq_agg_checkpoint(fmq_agg *a)
     put_f64(&w, a->loss_sum);
     put_f64(&w, a->loss_sq);
     put_u32(&w, a->late);
+    put_u32(&w, a->late_folded);
     put_u32(&w, a->rejected);
     put_u64(&w, a->bytes_in);
     put_u64(&w, a->bytes_out);
@@ -246,7 +247,7 @@ static fmq_err load_checkpoint(fmq_agg *a, const uint8_t *buf, size_t len)
     get(&r, fleet, sizeof fleet);
     get(&r, model, sizeof model);
     fleet[FMQ_ID_MAX] = model[FMQ_ID_MAX] = 0;
-    if (r.bad || memcmp(magic, "FMQAGG01", 8) || P != a->P ||
+    if (r.bad || memcmp(magic, "FMQAGG02", 8) || P != a->P ||
         strcmp(fleet, a->fleet) || strcmp(model, a->model)) {
         fmq_log_err("aggregator: checkpoint is for another fleet or model "
                     "(%s, %s, P=%u; configured %s, %s, P=%u)",
@@ -262,6 +263,7 @@ static fmq_err load_checkpoint(fmq_agg *a, const uint8_t *buf, size_t len)
     a->loss_sum = get_f64(&r);
     a->loss_sq = get_f64(&r);
     a->late = get_u32(&r);
+    a->late_folded = get_u32(&r);
     a->rejected = get_u32(&r);
     a->bytes_in = get_u64(&r);
     a->bytes_out = get_u64(&r);
@@ -515,6 +517,7 @@ fmq_err fmq_agg_on_update(fmq_agg *a, const char *topic, const uint8_t *buf,
         return e;
     if (tau > 0) {
         a->late++;
+        a->late_folded++;
         *v = FMQ_AGG_FOLDED;
     } else {
         *v = FMQ_AGG_COUNTED;
@@ -564,6 +567,7 @@ fmq_err fmq_agg_close(fmq_agg *a, const fmq_dataset *holdout, uint64_t now_ms,
     rep->cohort = a->cfg.cohort_size;
     rep->participants = n;
     rep->late = a->late;
+    rep->late_folded = a->late_folded;
     rep->rejected = a->rejected;
     memcpy(rep->reasons, a->reasons, sizeof rep->reasons);
     rep->nreasons = a->nreasons;
@@ -593,7 +597,7 @@ fmq_err fmq_agg_close(fmq_agg *a, const fmq_dataset *holdout, uint64_t now_ms,
     rep->version = a->version;
     fmq_fedavg_reset(&a->fa);
     a->loss_sum = a->loss_sq = 0;
-    a->late = a->rejected = a->extensions = 0;
+    a->late = a->late_folded = a->rejected = a->extensions = 0;
     a->nreasons = 0;
     a->bytes_in = a->bytes_out = 0;
     a->deadline_ms = a->start_ms = 0;
@@ -653,9 +657,9 @@ void fmq_agg_format_report(const fmq_agg_report *r, char *buf, size_t len)
     if (r->nreasons && off < sizeof rej - 1)
         snprintf(rej + off, sizeof rej - off, ")");
     snprintf(buf, len,
-             "round %llu: %u/%u devices, %u late, %u rejected%s, train loss "
-             "%.4f, test acc %.4f, %.1f KB in, %.2f s",
+             "round %llu: %u/%u devices, %u late (%u folded), %u rejected%s, "
+             "train loss %.4f, test acc %.4f, %.1f KB in, %.2f s",
              (unsigned long long)r->round, r->participants, r->cohort, r->late,
-             r->rejected, rej, r->loss_mean, r->test_acc,
+             r->late_folded, r->rejected, rej, r->loss_mean, r->test_acc,
              r->bytes_in / 1024.0, r->seconds);
 }

@@ -106,6 +106,7 @@ bool fmq_agg_tick(fmq_agg *a, uint64_t now_ms);
 typedef struct fmq_agg_report {
     uint64_t round, version;   /* the round closed, the version it made */
     uint32_t cohort, participants, late, rejected;
+    uint32_t late_folded;       /* of late: folded in (the rest dropped) */
     fmq_reason_count reasons[16];
     uint32_t nreasons;
     double loss_mean, loss_std; /* training loss over participants */

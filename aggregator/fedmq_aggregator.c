@@ -24,7 +24,7 @@
 typedef struct opts {
     const char *broker, *ca, *cert, *key, *user, *pass, *client_id;
     const char *fleet, *model, *state_dir, *holdout, *late, *scheme;
-    const char *global_scheme;
+    const char *global_scheme, *save;
     uint32_t rounds, cohort, quorum, round_ms, max_staleness, block;
     uint32_t epochs, batch;
     float lr, momentum, weight_decay, mu;
@@ -70,7 +70,10 @@ static void usage(FILE *f)
         "                        round instructions (1, 64, 0.01, 0.9, 0, 0)\n"
         "  --holdout fashion-mnist|none   evaluation set (fashion-mnist)\n"
         "  --state-dir DIR       checkpoint directory (default ./fedmq-agg)\n"
-        "  --checkpoint-ms MS    also checkpoint mid-round this often (1000)\n");
+        "  --checkpoint-ms MS    also checkpoint mid-round this often (1000)\n"
+        "  --save FILE           at the end, write the model as float32 LE\n"
+        "                        (the format of fedmq-train --save)\n"
+        "  --log-level L         err, warning, notice, info, debug (notice)\n");
 }
 
 static int parse(int argc, char **argv, opts *o)
@@ -95,7 +98,8 @@ static int parse(int argc, char **argv, opts *o)
         {"batch", 1, 0, 'z'}, {"lr", 1, 0, 'l'}, {"momentum", 1, 0, 'M'},
         {"weight-decay", 1, 0, 'w'}, {"mu", 1, 0, 'u'},
         {"holdout", 1, 0, 'H'}, {"state-dir", 1, 0, 'd'},
-        {"checkpoint-ms", 1, 0, 'K'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"checkpoint-ms", 1, 0, 'K'}, {"save", 1, 0, 'O'},
+        {"log-level", 1, 0, 'V'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         unsigned long v = optarg ? strtoul(optarg, NULL, 10) : 0;
@@ -133,6 +137,14 @@ static int parse(int argc, char **argv, opts *o)
         case 'H': o->holdout = optarg; break;
         case 'd': o->state_dir = optarg; break;
         case 'K': o->checkpoint_ms = (uint32_t)v; break;
+        case 'O': o->save = optarg; break;
+        case 'V':
+            if (fmq_log_level_parse(optarg) < 0) {
+                fprintf(stderr, "fedmq-aggregator: --log-level %s\n", optarg);
+                return -1;
+            }
+            fmq_log_set_level(fmq_log_level_parse(optarg));
+            break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); return -1;
         }
@@ -149,6 +161,20 @@ static int parse(int argc, char **argv, opts *o)
         return -1;
     }
     return 0;
+}
+
+static int save_weights(const char *path, const float *w, uint32_t P)
+{
+    uint8_t *b = malloc((size_t)P * 4);
+    if (!b)
+        return -1;
+    for (uint32_t i = 0; i < P; i++)
+        fmq_store_f32le(b + 4 * (size_t)i, w[i]);
+    fmq_err e = fmq_file_write_atomic(path, b, (size_t)P * 4);
+    free(b);
+    if (e)
+        fprintf(stderr, "fedmq-aggregator: %s: %s\n", path, fmq_strerror(e));
+    return e ? -1 : 0;
 }
 
 static int publish_global(fmq_agg *a, fmq_mqtt *mq, const char *topic)
@@ -351,6 +377,8 @@ int main(int argc, char **argv)
                done, last_acc, (unsigned long long)n_updates, per / 1000.0,
                f32 / 1000.0, f32 / per, fmq_mono_seconds() - t_start);
     }
+    if (o.save && save_weights(o.save, fmq_agg_weights(a), fmq_agg_nparams(a)))
+        rc = 1;
     publish_agg_status(mq, o.fleet, false, a, t_status);
     fmq_mqtt_destroy(&mq);
     fmq_buf_fini(&wb);

@@ -64,6 +64,12 @@ static const fmq_conf_key keys[] = {
      "mid-round", 0, 1, false},
     {"drop_ms", FMQ_CONF_UINT, "10000", "how long a dropped device stays "
      "away before sending", 0, 86400000, false},
+    {"offline_rounds", FMQ_CONF_STR, NULL, "rounds the offline draw applies "
+     "to, e.g. 1,4 (unset: all)", 0, 0, false},
+    {"slow_rounds", FMQ_CONF_STR, NULL, "rounds the slow draw applies to "
+     "(unset: all)", 0, 0, false},
+    {"drop_rounds", FMQ_CONF_STR, NULL, "rounds the drop draw applies to "
+     "(unset: all)", 0, 0, false},
     {"knob_seed", FMQ_CONF_UINT, "7", "seed of the offline/slow/drop draws",
      0, 0, false},
     {"until_round", FMQ_CONF_UINT, "0", "stop once a device holds the "
@@ -180,6 +186,7 @@ typedef struct sim {
     double offline, slow, drop;
     uint32_t offline_ms, slow_ms, drop_ms, connect_ms, ack_wait_ms;
     uint64_t knob_seed;
+    const char *offline_rounds, *slow_rounds, *drop_rounds;
     fmq_mqtt_cfg mc;
     /* connector pool: a queue of devices to connect */
     pthread_mutex_t qmu;
@@ -187,6 +194,37 @@ typedef struct sim {
     simdev *qhead, *qtail;
     bool qstop;
 } sim;
+
+/* true when round is in the comma list (NULL: every round). */
+static bool in_rounds(const char *list, uint64_t round)
+{
+    if (!list)
+        return true;
+    const char *p = list;
+    while (*p) {
+        char *end;
+        unsigned long long v = strtoull(p, &end, 10);
+        if (end == p)
+            return false;
+        if (v == round)
+            return true;
+        p = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',')
+            return false;
+    }
+    return false;
+}
+
+/* A list of rounds, checked once at start. */
+static bool rounds_ok(const char *list)
+{
+    if (!list)
+        return true;
+    for (const char *p = list; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || *p == ','))
+            return false;
+    return true;
+}
 
 static double knob(const sim *s, const char *what, uint64_t round,
                    const char *id)
@@ -203,21 +241,24 @@ static fmq_devrun_verdict filter(void *arg, fmq_devrun *r, uint64_t round)
     if (round == 0 || round <= sd->considered)
         return FMQ_DEVRUN_TAKE;
     sd->considered = round;
-    if (s->offline > 0 && knob(s, "offline", round, sd->id) < s->offline) {
+    if (s->offline > 0 && in_rounds(s->offline_rounds, round) &&
+        knob(s, "offline", round, sd->id) < s->offline) {
         sd->pending_act = ACT_OFFLINE;
         sd->offline_n++;
         fmq_log_info("sim: %s offline for round %llu", sd->id,
                      (unsigned long long)round);
         return FMQ_DEVRUN_SKIP;
     }
-    if (s->drop > 0 && knob(s, "drop", round, sd->id) < s->drop) {
+    if (s->drop > 0 && in_rounds(s->drop_rounds, round) &&
+        knob(s, "drop", round, sd->id) < s->drop) {
         sd->pending_act = ACT_DROP;
         sd->drop_n++;
         fmq_log_info("sim: %s drops off in round %llu", sd->id,
                      (unsigned long long)round);
         return FMQ_DEVRUN_HOLD;
     }
-    if (s->slow > 0 && knob(s, "slow", round, sd->id) < s->slow) {
+    if (s->slow > 0 && in_rounds(s->slow_rounds, round) &&
+        knob(s, "slow", round, sd->id) < s->slow) {
         sd->slow_n++;
         fmq_devrun_hold(r, fmq_mono_seconds() + s->slow_ms / 1000.0);
     }
@@ -359,7 +400,16 @@ int main(int argc, char **argv)
              .drop_ms = (uint32_t)fmq_conf_uint(c, "drop_ms"),
              .connect_ms = (uint32_t)fmq_conf_uint(c, "connect_ms"),
              .ack_wait_ms = (uint32_t)fmq_conf_uint(c, "ack_wait_ms"),
-             .knob_seed = fmq_conf_uint(c, "knob_seed")};
+             .knob_seed = fmq_conf_uint(c, "knob_seed"),
+             .offline_rounds = fmq_conf_str(c, "offline_rounds"),
+             .slow_rounds = fmq_conf_str(c, "slow_rounds"),
+             .drop_rounds = fmq_conf_str(c, "drop_rounds")};
+    if (!rounds_ok(s.offline_rounds) || !rounds_ok(s.slow_rounds) ||
+        !rounds_ok(s.drop_rounds)) {
+        fprintf(stderr, "%s: *_rounds take a comma list of round numbers\n",
+                prog);
+        return 2;
+    }
     fmq_cli_mqtt(c, &s.mc);
     simdev *devs = calloc(n, sizeof *devs);
     if (!devs)
