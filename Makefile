@@ -110,7 +110,7 @@ vectors: $(BUILD)/tools/gen_vectors
 # Integration tests: real Mosquitto, real TLS, real data (added by later
 # issues as test/it_*.sh; each gets the build directory).
 IT_SCRIPTS := $(sort $(wildcard test/it_*.sh))
-check-it: all $(TEST_BINS)
+check-it: all $(TEST_BINS) $(BUILD)/tools/fmq_forge
 	@fail=0; for t in $(IT_SCRIPTS); do \
 	  echo "== $$t"; \
 	  FMQ_BUILD=$(BUILD) sh $$t || fail=$$((fail+1)); \

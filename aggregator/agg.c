@@ -460,9 +460,13 @@ fmq_err fmq_agg_on_update(fmq_agg *a, const char *topic, const uint8_t *buf,
     if (!tdev || !fmq_id_valid(tdev))
         return reject(a, FMQ_ERR_INVAL, "", "topic is not an update topic of "
                                             "this fleet", v);
+    /* Nothing bigger than this model's float32 update gets decoded. */
+    fmq_codec_limits lim = fmq_codec_limits_default();
+    lim.max_n = a->P;
+    lim.max_msg = (size_t)a->P * 4 + 65536;
     fmq_msg_update u;
     fmq_codec_detail det = {{0}};
-    fmq_err e = fmq_codec_decode_update(buf, len, NULL, &u, &det);
+    fmq_err e = fmq_codec_decode_update(buf, len, &lim, &u, &det);
     if (e)
         return reject(a, e, tdev, det.what, v);
     if (strcmp(u.fleet, a->fleet) != 0) {

@@ -30,7 +30,7 @@ typedef struct opts {
     uint32_t epochs, batch, parties, rounds, local_epochs;
     float lr, momentum, weight_decay, mu;
     uint64_t seed;
-    bool normalize, print_partition, portable;
+    bool normalize, print_partition, portable, delta_stats;
     int threads;
 } opts;
 
@@ -54,6 +54,7 @@ static void usage(FILE *f)
         "  --rounds N          fedavg: rounds (default 10)\n"
         "  --local-epochs N    fedavg: epochs per round (default 1)\n"
         "  --print-partition   fedavg: print samples and labels per party\n"
+        "  --delta-stats       fedavg: print each party's max |delta| per round\n"
         "  --save-partition F  fedavg: write each party's sample indices, one\n"
         "                      line per party (for test/bench/torch_ref.py)\n"
         "  --data DIR          Fashion-MNIST directory (default "
@@ -82,6 +83,7 @@ static int parse(int argc, char **argv, opts *o)
         {"normalize", 0, 0, 'N'},    {"parties", 1, 0, 'n'},
         {"partition", 1, 0, 'p'},    {"rounds", 1, 0, 'r'},
         {"local-epochs", 1, 0, 'E'}, {"print-partition", 0, 0, 'P'},
+        {"delta-stats", 0, 0, 'Z'},
         {"data", 1, 0, 'd'},         {"save", 1, 0, 'S'},
         {"load", 1, 0, 'L'},         {"portable", 0, 0, 'o'},
         {"threads", 1, 0, 't'},      {"help", 0, 0, 'h'},
@@ -107,6 +109,7 @@ static int parse(int argc, char **argv, opts *o)
         case 'X': o->save_part = optarg; break;
         case 'N': o->normalize = true; break;
         case 'P': o->print_partition = true; break;
+        case 'Z': o->delta_stats = true; break;
         case 'o': o->portable = true; break;
         case 'l': o->lr = (float)d; break;
         case 'M': o->momentum = (float)d; break;
@@ -335,8 +338,14 @@ static int fedavg(const opts *o, fmq_dataset *train, fmq_dataset *test)
                         fmq_strerror(e));
                 return 1;
             }
-            for (uint32_t i = 0; i < P; i++)
+            float maxabs = 0;
+            for (uint32_t i = 0; i < P; i++) {
                 delta[i] = local[i] - w[i];
+                maxabs = fabsf(delta[i]) > maxabs ? fabsf(delta[i]) : maxabs;
+            }
+            if (o->delta_stats)
+                printf("# delta round=%u party=%u samples=%llu max_abs=%.9g\n",
+                       r, k, (unsigned long long)rep.samples, (double)maxabs);
             fmq_qtensor q;
             if ((e = fmq_quant_encode(&f32, delta, P, NULL, &q)) ||
                 (e = fmq_fedavg_add(&fa, &q, (double)rep.samples))) {

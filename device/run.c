@@ -205,6 +205,13 @@ void fmq_devrun_mqtt_stats(const fmq_devrun *r, fmq_mqtt_stats *out)
 /* Hands one global to the core and publishes what it answers. */
 static void handle_global(fmq_devrun *r, const uint8_t *p, size_t len)
 {
+    /* SPEC §9.1: a newer global while an update is held back (a slow
+     * device): send it first, late; the aggregator decides what it is. */
+    if (r->hold_pending) {
+        r->hold_pending = false;
+        r->hold_until = 0;
+        send_pending(r, "late, before the next global");
+    }
     fmq_err e = fmq_device_on_global(r->d, p, len, &r->last, &r->upd);
     if (e) {
         fmq_log_warn("device %s: global refused: %s%s%s", fmq_device_id(r->d),

@@ -1,0 +1,129 @@
+# fleet_lib.sh — shell helpers for the integration tests (test/it_*.sh):
+# a private TLS Mosquitto (deploy/broker.sh), the aggregator and simulated
+# fleets started in the background, waits with timeouts, weight
+# comparisons, and a cleanup that stops every process on exit.
+#
+# Source it with FMQ_BUILD set (the Makefile does); it defines:
+#   it_start_broker            broker in $T/broker; sets URI, CA, PORT
+#   it_agg NAME ARGS...        aggregator in the background, stdout in
+#                              $T/NAME.log; sets AGG_PID
+#   it_sim NAME ARGS...        fedmq-sim in the background, $T/NAME.log
+#   it_wait_line FILE REGEX SECONDS   wait until FILE has a matching line
+#   it_wait_pid PID SECONDS    wait until PID ends (fail after SECONDS)
+#   it_ref NAME ARGS...        fedmq-train fedavg --save $T/NAME.bin
+#   it_close A.bin B.bin TOL   relative L2 distance <= TOL, else fail
+#   pass MSG / fail MSG
+set -eu
+
+B=${FMQ_BUILD:-build}
+ROOT=$(pwd)
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+T=$(mktemp -d "${TMPDIR:-/tmp}/fedmq-it.XXXXXX")
+IT_PIDS=""
+IT_NAME=$(basename "$0" .sh)
+IT_FAILED=0
+
+it_cleanup() {
+  for p in $IT_PIDS; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in $IT_PIDS; do wait "$p" 2>/dev/null || true; done
+  sh "$ROOT/deploy/broker.sh" stop "$T/broker" >/dev/null 2>&1 || true
+  if [ -n "${FMQ_KEEP_TMP:-}" ] || [ "$IT_FAILED" -ne 0 ]; then
+    echo "$IT_NAME: logs kept in $T"
+  else
+    rm -rf "$T"
+  fi
+}
+trap it_cleanup EXIT
+trap 'exit 130' INT TERM
+
+fail() {
+  IT_FAILED=1
+  echo "FAIL $IT_NAME: $*" >&2
+  for f in "$T"/*.log; do
+    [ -f "$f" ] || continue
+    echo "---- $f (last 15 lines)" >&2
+    tail -15 "$f" >&2
+  done
+  exit 1
+}
+
+pass() { echo "ok   $IT_NAME: $*"; }
+
+it_start_broker() {
+  sh "$ROOT/deploy/broker.sh" start "$T/broker" --tls --watch $$ >"$T/broker-start.out" 2>&1 ||
+    { cat "$T/broker-start.out" >&2; fail "broker did not start"; }
+  PORT=$(cat "$T/broker/port")
+  URI="mqtts://127.0.0.1:$PORT"
+  CA="$T/broker/certs/ca.crt"
+}
+
+it_kill_broker() {
+  kill -KILL "$(cat "$T/broker/pid")" 2>/dev/null || true
+  i=0
+  while kill -0 "$(cat "$T/broker/pid")" 2>/dev/null && [ $i -lt 50 ]; do
+    sleep 0.1; i=$((i + 1))
+  done
+}
+
+it_restart_broker() {
+  sh "$ROOT/deploy/broker.sh" start "$T/broker" --tls --port "$PORT" --watch $$ \
+    >"$T/broker-restart.out" 2>&1 || { cat "$T/broker-restart.out" >&2; fail "broker did not restart"; }
+}
+
+it_agg() {
+  name=$1; shift
+  "$B/bin/fedmq-aggregator" --broker "$URI" --ca "$CA" "$@" >>"$T/$name.log" 2>&1 &
+  AGG_PID=$!
+  IT_PIDS="$IT_PIDS $AGG_PID"
+}
+
+it_sim() {
+  name=$1; shift
+  "$B/bin/fedmq-sim" --broker "$URI" --ca "$CA" "$@" >>"$T/$name.log" 2>&1 &
+  SIM_PID=$!
+  IT_PIDS="$IT_PIDS $SIM_PID"
+}
+
+it_wait_line() {
+  file=$1; re=$2; secs=$3
+  i=0
+  while ! grep -Eq "$re" "$file" 2>/dev/null; do
+    i=$((i + 1))
+    [ $i -le $((secs * 10)) ] || fail "no line matching '$re' in $(basename "$file") after ${secs}s"
+    sleep 0.1
+  done
+}
+
+it_wait_pid() {
+  pid=$1; secs=$2
+  i=0
+  while kill -0 "$pid" 2>/dev/null; do
+    i=$((i + 1))
+    [ $i -le $((secs * 10)) ] || fail "process $pid still running after ${secs}s"
+    sleep 0.1
+  done
+  wait "$pid" 2>/dev/null
+}
+
+it_ref() {
+  name=$1; shift
+  "$B/bin/fedmq-train" fedavg --save "$T/$name.bin" "$@" >"$T/$name.log" 2>&1 ||
+    fail "fedmq-train $*"
+}
+
+# it_close A B TOL: ||A - B||_2 / ||B||_2 <= TOL (prints the distance)
+it_close() {
+  "$PY" - "$1" "$2" "$3" <<'EOF' || fail "weights $(basename "$1") and $(basename "$2") differ"
+import array, math, sys
+a = array.array('f'); a.frombytes(open(sys.argv[1], 'rb').read())
+b = array.array('f'); b.frombytes(open(sys.argv[2], 'rb').read())
+if len(a) != len(b) or not a:
+    print("  lengths %d and %d" % (len(a), len(b))); sys.exit(1)
+d = math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)))
+n = math.sqrt(sum(y * y for y in b))
+print("  relative L2 distance %.3g (tolerance %s), max abs %.3g" %
+      (d / n, sys.argv[3], max(abs(x - y) for x, y in zip(a, b))))
+sys.exit(0 if d / n <= float(sys.argv[3]) else 1)
+EOF
+}
