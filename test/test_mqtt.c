@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +67,61 @@ static fmq_mqtt *connect_to(const fmq_test_broker *b, const char *id)
     fmq_mqtt_cfg c;
     cfg_for(&c, b, id);
     return connect_cfg(&c);
+}
+
+typedef struct connect_job {
+    fmq_mqtt *m;
+    fmq_err e;
+} connect_job;
+
+static void *connect_main(void *arg)
+{
+    connect_job *j = arg;
+    j->e = fmq_mqtt_connect(j->m, 5000);
+    return NULL;
+}
+
+/* Connects n clients at once. Paho 1.3.12's receive thread polls with a
+ * 1 s timeout and sees a new socket only at the next round, so a connect
+ * made while another client of the process is connected takes ~2 s;
+ * connects made together share that wait (none when nothing else is
+ * connected). */
+static void connect_all(fmq_mqtt **ms, size_t n)
+{
+    connect_job jobs[8];
+    pthread_t th[8];
+    assert_true(n <= 8);
+    for (size_t i = 0; i < n; i++) {
+        jobs[i] = (connect_job){.m = ms[i], .e = FMQ_ERR_STATE};
+        assert_int_equal(pthread_create(&th[i], NULL, connect_main, &jobs[i]),
+                         0);
+    }
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(jobs[i].e, FMQ_OK);
+        assert_true(fmq_mqtt_connected(ms[i]));
+    }
+}
+
+static fmq_mqtt *new_client(const fmq_test_broker *b, const char *id)
+{
+    fmq_mqtt_cfg c;
+    cfg_for(&c, b, id);
+    fmq_mqtt *m = NULL;
+    assert_int_equal(fmq_mqtt_new(&c, &m), FMQ_OK);
+    assert_non_null(m);
+    return m;
+}
+
+/* Two new clients of broker b, connected together. */
+static void connect_two(const fmq_test_broker *b, const char *ida,
+                        fmq_mqtt **a, const char *idb, fmq_mqtt **bp)
+{
+    fmq_mqtt *ms[2] = {new_client(b, ida), new_client(b, idb)};
+    connect_all(ms, 2);
+    *a = ms[0];
+    *bp = ms[1];
 }
 
 /* The next message is on topic with exactly these bytes. */
@@ -137,8 +193,8 @@ static void tls_round_trip_delivers_topic_and_payload_intact(void **state)
     uniq(ida, sizeof ida, "pub");
     uniq(idb, sizeof idb, "sub");
     uniq(topic, sizeof topic, "t");
-    fmq_mqtt *a = connect_to(&g_tls, ida);
-    fmq_mqtt *b = connect_to(&g_tls, idb);
+    fmq_mqtt *a, *b;
+    connect_two(&g_tls, ida, &a, idb, &b);
     char filter[96];
     snprintf(filter, sizeof filter, "%s/#", topic);
     assert_int_equal(fmq_mqtt_subscribe(b, filter, 1), FMQ_OK);
@@ -225,11 +281,12 @@ static void a_retained_message_reaches_a_later_subscriber(void **state)
     uniq(idb, sizeof idb, "sub");
     uniq(topic, sizeof topic, "ret");
     snprintf(live, sizeof live, "%s/live", topic);
-    fmq_mqtt *a = connect_to(&g_tls, ida);
+    fmq_mqtt *a, *b;
+    connect_two(&g_tls, ida, &a, idb, &b);
     assert_int_equal(fmq_mqtt_publish(a, topic, "v1", 2, 1, true, 5000), FMQ_OK);
     assert_int_equal(fmq_mqtt_publish(a, topic, "v2", 2, 1, true, 5000), FMQ_OK);
 
-    fmq_mqtt *b = connect_to(&g_tls, idb);
+    /* b subscribes after both were published (and PUBACKed) */
     assert_int_equal(fmq_mqtt_subscribe(b, topic, 1), FMQ_OK);
     expect_msg(b, 5000, topic, "v2", 2, true); /* only the last one */
     /* a message published while subscribed is not flagged retained */
@@ -265,6 +322,7 @@ static void a_persistent_session_keeps_qos1_messages_while_away(void **state)
         assert_int_equal(fmq_mqtt_publish(a, topic, p, (size_t)n, 1, false,
                                           5000), FMQ_OK);
     }
+    fmq_mqtt_destroy(&a); /* alone, b connects at once (see connect_all) */
 
     /* same id, clean start off, and no subscribe: the session has it */
     cb.clean_start = false;
@@ -277,14 +335,16 @@ static void a_persistent_session_keeps_qos1_messages_while_away(void **state)
     expect_nothing(b, 100);
     fmq_mqtt_destroy(&b);
 
-    /* clean start true at the first connect discards that session */
+    /* while b is away again; then clean start (at the first connect of a
+     * client) discards the session and what it held */
+    a = connect_to(&g_tls, ida);
     assert_int_equal(fmq_mqtt_publish(a, topic, "gone", 4, 1, false, 5000),
                      FMQ_OK);
+    fmq_mqtt_destroy(&a);
     cb.clean_start = true;
     b = connect_cfg(&cb);
     expect_nothing(b, 300);
     fmq_mqtt_destroy(&b);
-    fmq_mqtt_destroy(&a);
 }
 
 static bool has_reconnected(const fmq_mqtt *m)
@@ -310,8 +370,8 @@ static void clients_reconnect_after_a_broker_restart(void **state)
     uniq(ida, sizeof ida, "pub");
     uniq(idb, sizeof idb, "sub");
     uniq(topic, sizeof topic, "rs");
-    fmq_mqtt *a = connect_to(&br, ida);
-    fmq_mqtt *b = connect_to(&br, idb);
+    fmq_mqtt *a, *b;
+    connect_two(&br, ida, &a, idb, &b);
     assert_int_equal(fmq_mqtt_subscribe(b, topic, 1), FMQ_OK);
 
     /* 1: a restart while both are connected */
@@ -361,8 +421,8 @@ static void subscriptions_are_made_again_when_the_broker_lost_them(void **state)
     uniq(ida, sizeof ida, "pub");
     uniq(idb, sizeof idb, "sub");
     uniq(topic, sizeof topic, "lost");
-    fmq_mqtt *a = connect_to(&br, ida);
-    fmq_mqtt *b = connect_to(&br, idb);
+    fmq_mqtt *a, *b;
+    connect_two(&br, ida, &a, idb, &b);
     assert_int_equal(fmq_mqtt_subscribe(b, topic, 1), FMQ_OK);
     fmq_test_broker_kill(&br);
     (void)fmq_test_sh("rm -f '%s/mosquitto.db'", br.dir);
@@ -404,11 +464,20 @@ static int will_child(const char *uri, const char *ca, const char *id,
 static void the_last_will_is_published_when_a_client_dies(void **state)
 {
     (void)state;
-    char ids[80], idc[80], topic[80];
+    char ids[80], idc[80], idw[80], topic[80];
     uniq(ids, sizeof ids, "watch");
     uniq(idc, sizeof idc, "dying");
+    uniq(idw, sizeof idw, "clean");
     uniq(topic, sizeof topic, "will");
-    fmq_mqtt *s = connect_to(&g_tls, ids);
+    fmq_mqtt_cfg c;
+    cfg_for(&c, &g_tls, idw);
+    c.will_topic = topic; /* the same will, for a client that ends cleanly */
+    c.will_payload = "offline";
+    c.will_len = 7;
+    fmq_mqtt *ms[2] = {new_client(&g_tls, ids), NULL};
+    assert_int_equal(fmq_mqtt_new(&c, &ms[1]), FMQ_OK);
+    connect_all(ms, 2);
+    fmq_mqtt *s = ms[0], *w = ms[1];
     assert_int_equal(fmq_mqtt_subscribe(s, topic, 1), FMQ_OK);
 
     /* fork, then exec this binary again: the child must not run Paho in a
@@ -438,12 +507,6 @@ static void the_last_will_is_published_when_a_client_dies(void **state)
     expect_msg(s, 5000, topic, "offline", 7, false);
 
     /* a clean destroy does not publish the will */
-    fmq_mqtt_cfg c;
-    cfg_for(&c, &g_tls, idc);
-    c.will_topic = topic;
-    c.will_payload = "offline";
-    c.will_len = 7;
-    fmq_mqtt *w = connect_cfg(&c);
     fmq_mqtt_destroy(&w);
     expect_nothing(s, 500);
     fmq_mqtt_destroy(&s);
@@ -554,8 +617,9 @@ static void publish_waits_for_puback_and_needs_a_connection(void **state)
                      FMQ_ERR_STATE);
     assert_int_equal(fmq_mqtt_publish(a, topic, "x", 1, 0, false, 0),
                      FMQ_ERR_STATE);
-    assert_int_equal(fmq_mqtt_connect(a, 5000), FMQ_OK);
-    fmq_mqtt *b = connect_to(&br, idb);
+    fmq_mqtt *ms[2] = {a, new_client(&br, idb)};
+    connect_all(ms, 2);
+    fmq_mqtt *b = ms[1];
     assert_int_equal(fmq_mqtt_subscribe(b, topic, 1), FMQ_OK);
 
     /* bad arguments */
@@ -620,9 +684,11 @@ static void a_full_receive_queue_drops_and_counts_new_messages(void **state)
     fmq_mqtt_cfg c;
     cfg_for(&c, &g_tls, idb);
     c.max_queue_bytes = 3 * (strlen(topic) + sizeof p); /* exactly three */
-    fmq_mqtt *b = connect_cfg(&c);
+    fmq_mqtt *ms[2] = {NULL, new_client(&g_tls, ida)};
+    assert_int_equal(fmq_mqtt_new(&c, &ms[0]), FMQ_OK);
+    connect_all(ms, 2);
+    fmq_mqtt *b = ms[0], *a = ms[1];
     assert_int_equal(fmq_mqtt_subscribe(b, topic, 1), FMQ_OK);
-    fmq_mqtt *a = connect_to(&g_tls, ida);
     for (int i = 0; i < 5; i++) {
         p[0] = (uint8_t)('0' + i);
         assert_int_equal(fmq_mqtt_publish(a, topic, p, sizeof p, 1, false,
@@ -659,9 +725,9 @@ static void a_burst_of_2000_qos1_messages_all_arrive(void **state)
     uniq(ida, sizeof ida, "pub");
     uniq(idb, sizeof idb, "sub");
     uniq(topic, sizeof topic, "burst");
-    fmq_mqtt *b = connect_to(&g_tls, idb);
+    fmq_mqtt *a, *b;
+    connect_two(&g_tls, ida, &a, idb, &b);
     assert_int_equal(fmq_mqtt_subscribe(b, topic, 1), FMQ_OK);
-    fmq_mqtt *a = connect_to(&g_tls, ida);
 
     uint8_t p[LEN];
     for (size_t i = 0; i < LEN; i++)
