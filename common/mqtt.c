@@ -91,7 +91,11 @@ struct fmq_mqtt {
     int will_qos;
     uint32_t keepalive_s, max_inflight, reconnect_min_ms, reconnect_max_ms;
     size_t max_queue_bytes;
-    MQTTProperties conn_props; /* session expiry interval */
+    /* Session expiry interval. Made and freed only while m->h exists:
+     * Paho allocates properties through its heap tracker, which
+     * MQTTAsync_create starts and the last MQTTAsync_destroy stops; a
+     * block allocated outside that window is never really freed. */
+    MQTTProperties conn_props;
 
     /* mu guards everything below except the atomics and conn_mu's fields. */
     pthread_mutex_t mu;
@@ -974,7 +978,6 @@ static void mqtt_free(fmq_mqtt *m)
     for (size_t i = 0; i < m->nsubs; i++)
         fmq_free(m->subs[i].filter);
     fmq_free(m->subs);
-    MQTTProperties_free(&m->conn_props);
     fmq_free(m->uri);
     fmq_free(m->client_id);
     fmq_free(m->username);
@@ -994,6 +997,15 @@ static void mqtt_free(fmq_mqtt *m)
     if (m->conn_mu_ok)
         pthread_mutex_destroy(&m->conn_mu);
     fmq_free(m);
+}
+
+/* Frees what Paho allocated for us, then the Paho client (see conn_props). */
+static void paho_destroy(fmq_mqtt *m)
+{
+    MQTTProperties empty = MQTTProperties_initializer;
+    MQTTProperties_free(&m->conn_props);
+    m->conn_props = empty;
+    MQTTAsync_destroy(&m->h);
 }
 
 static fmq_err check_cfg(const fmq_mqtt_cfg *c, bool *tls)
@@ -1108,12 +1120,6 @@ fmq_err fmq_mqtt_new(const fmq_mqtt_cfg *cfg, fmq_mqtt **out)
         goto fail;
     m->queue_cv_ok = true;
 
-    if (cfg->session_expiry_s > 0) {
-        MQTTProperty p = {.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL};
-        p.value.integer4 = cfg->session_expiry_s;
-        if (MQTTProperties_add(&m->conn_props, &p) != 0)
-            goto fail;
-    }
     if ((e = reg_add(m)) != FMQ_OK)
         goto fail;
 
@@ -1148,6 +1154,14 @@ fmq_err fmq_mqtt_new(const fmq_mqtt_cfg *cfg, fmq_mqtt **out)
         e = FMQ_ERR_MQTT;
         goto fail_paho;
     }
+    if (cfg->session_expiry_s > 0) {
+        MQTTProperty p = {.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL};
+        p.value.integer4 = cfg->session_expiry_s;
+        if (MQTTProperties_add(&m->conn_props, &p) != 0) {
+            e = FMQ_ERR_NOMEM;
+            goto fail_paho;
+        }
+    }
     fmq_rng_seed(&m->rng, fmq_now_ms() ^ ((uint64_t)m->id << 32) ^
                               (uint64_t)(uintptr_t)m);
     if (pthread_create(&m->thread, NULL, reconnect_main, m) != 0) {
@@ -1159,7 +1173,7 @@ fmq_err fmq_mqtt_new(const fmq_mqtt_cfg *cfg, fmq_mqtt **out)
     return FMQ_OK;
 
 fail_paho:
-    MQTTAsync_destroy(&m->h);
+    paho_destroy(m);
 fail_reg:
     reg_remove(m);
 fail:
@@ -1204,7 +1218,7 @@ void fmq_mqtt_destroy(fmq_mqtt **mp)
                          paho_text(rc));
         }
     }
-    MQTTAsync_destroy(&m->h);
+    paho_destroy(m);
     reg_remove(m);
     mqtt_free(m);
 }

@@ -773,6 +773,11 @@ int main(int argc, char **argv)
 {
     if (argc == 6 && strcmp(argv[1], "--will-child") == 0)
         return will_child(argv[2], argv[3], argv[4], argv[5]);
+    /* FMQ_TEST_FILTER=pattern runs only the matching cases (cmocka's
+     * glob: "*will*"). */
+    const char *filter = getenv("FMQ_TEST_FILTER");
+    if (filter && filter[0])
+        cmocka_set_test_filter(filter);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(tls_round_trip_delivers_topic_and_payload_intact),
         cmocka_unit_test(a_server_signed_by_another_ca_is_refused),
