@@ -74,6 +74,7 @@ int fmq_test_sh(const char *fmt, ...)
             fclose(f);
         }
     }
+    unlink(log); /* one per command: a run leaves none behind */
     return rc;
 }
 

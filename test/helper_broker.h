@@ -43,8 +43,9 @@ fmq_err fmq_test_broker_restart(fmq_test_broker *b);
 
 /* A fresh, empty directory $FMQ_BUILD/tmp/<tag>-<pid>-<n> (absolute). */
 fmq_err fmq_test_tmpdir(const char *tag, char *out, size_t cap);
-/* Runs a shell command with its output in $FMQ_BUILD/tmp/sh.log, printed
- * to stderr when it fails. Returns the exit status (-1 if not run). */
+/* Runs a shell command with its output in $FMQ_BUILD/tmp/sh-<pid>.log,
+ * printed to stderr when it fails and removed afterwards. Returns the exit
+ * status (-1 if not run). */
 int fmq_test_sh(const char *fmt, ...) FMQ_PRINTF(1, 2);
 
 #endif /* FMQ_HELPER_BROKER_H */

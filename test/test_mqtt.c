@@ -33,6 +33,8 @@
 #include "mqtt.h"
 
 static fmq_test_broker g_tls; /* shared by most cases */
+static fmq_test_broker g_own; /* a case's own broker, stopped at teardown */
+static char g_tmp[512];       /* a case's temporary directory, likewise */
 static unsigned g_name_seq;
 
 /* A name unique in this run and across runs on the same broker. */
@@ -177,6 +179,17 @@ static int group_setup(void **state)
     return fmq_test_broker_start(true, &g_tls) == FMQ_OK ? 0 : -1;
 }
 
+/* Also after a failed case, whose own broker and directory would stay. */
+static int case_teardown(void **state)
+{
+    (void)state;
+    fmq_test_broker_stop(&g_own);
+    if (g_tmp[0] && !getenv("FMQ_KEEP_TMP"))
+        (void)fmq_test_sh("rm -rf '%s'", g_tmp);
+    g_tmp[0] = '\0';
+    return 0;
+}
+
 static int group_teardown(void **state)
 {
     (void)state;
@@ -243,8 +256,8 @@ static void tls_round_trip_delivers_topic_and_payload_intact(void **state)
 static void a_server_signed_by_another_ca_is_refused(void **state)
 {
     (void)state;
-    char dir[512], ca[600], id[80];
-    assert_int_equal(fmq_test_tmpdir("ca2", dir, sizeof dir), FMQ_OK);
+    char *dir = g_tmp, ca[600], id[80];
+    assert_int_equal(fmq_test_tmpdir("ca2", g_tmp, sizeof g_tmp), FMQ_OK);
     assert_int_equal(fmq_test_sh("deploy/mkcerts.sh '%s'", dir), 0);
     snprintf(ca, sizeof ca, "%s/ca.crt", dir);
     uniq(id, sizeof id, "wrongca");
@@ -270,7 +283,6 @@ static void a_server_signed_by_another_ca_is_refused(void **state)
     c.ca_file = g_tls.ca_file;
     m = connect_cfg(&c);
     fmq_mqtt_destroy(&m);
-    (void)fmq_test_sh("rm -rf '%s'", dir);
 }
 
 static void a_retained_message_reaches_a_later_subscriber(void **state)
@@ -364,18 +376,17 @@ static bool has_reconnected_twice(const fmq_mqtt *m)
 static void clients_reconnect_after_a_broker_restart(void **state)
 {
     (void)state;
-    fmq_test_broker br;
-    assert_int_equal(fmq_test_broker_start(true, &br), FMQ_OK);
+    assert_int_equal(fmq_test_broker_start(true, &g_own), FMQ_OK);
     char ida[80], idb[80], topic[80];
     uniq(ida, sizeof ida, "pub");
     uniq(idb, sizeof idb, "sub");
     uniq(topic, sizeof topic, "rs");
     fmq_mqtt *a, *b;
-    connect_two(&br, ida, &a, idb, &b);
+    connect_two(&g_own, ida, &a, idb, &b);
     assert_int_equal(fmq_mqtt_subscribe(b, topic, 1), FMQ_OK);
 
     /* 1: a restart while both are connected */
-    assert_int_equal(fmq_test_broker_restart(&br), FMQ_OK);
+    assert_int_equal(fmq_test_broker_restart(&g_own), FMQ_OK);
     assert_true(wait_for(has_reconnected, a, 10000));
     assert_true(wait_for(has_reconnected, b, 10000));
     assert_int_equal(fmq_mqtt_publish(a, topic, "after", 5, 1, false, 5000),
@@ -383,8 +394,8 @@ static void clients_reconnect_after_a_broker_restart(void **state)
     expect_msg(b, 5000, topic, "after", 5, false);
 
     /* 2: publishes while the broker is down wait in the client */
-    assert_int_equal(fmq_test_sh("deploy/broker.sh stop '%s'", br.dir), 0);
-    br.running = false;
+    assert_int_equal(fmq_test_sh("deploy/broker.sh stop '%s'", g_own.dir), 0);
+    g_own.running = false;
     assert_true(wait_for(is_down, a, 5000));
     assert_true(wait_for(is_down, b, 5000));
     for (int i = 0; i < 5; i++) {
@@ -393,7 +404,7 @@ static void clients_reconnect_after_a_broker_restart(void **state)
         assert_int_equal(fmq_mqtt_publish(a, topic, p, (size_t)n, 1, false, 0),
                          FMQ_OK);
     }
-    assert_int_equal(fmq_test_broker_restart(&br), FMQ_OK);
+    assert_int_equal(fmq_test_broker_restart(&g_own), FMQ_OK);
     assert_true(wait_for(has_reconnected_twice, a, 10000));
     assert_true(wait_for(has_reconnected_twice, b, 10000));
     for (int i = 0; i < 5; i++) {
@@ -407,7 +418,7 @@ static void clients_reconnect_after_a_broker_restart(void **state)
     assert_int_equal(s.msgs_out, 6);
     fmq_mqtt_destroy(&a);
     fmq_mqtt_destroy(&b);
-    fmq_test_broker_stop(&br);
+    fmq_test_broker_stop(&g_own);
 }
 
 static void subscriptions_are_made_again_when_the_broker_lost_them(void **state)
@@ -415,19 +426,18 @@ static void subscriptions_are_made_again_when_the_broker_lost_them(void **state)
     (void)state;
     /* SIGKILL before any autosave: the restarted broker has no session, so
      * the client must subscribe again before it reports connected. */
-    fmq_test_broker br;
-    assert_int_equal(fmq_test_broker_start(true, &br), FMQ_OK);
+    assert_int_equal(fmq_test_broker_start(true, &g_own), FMQ_OK);
     char ida[80], idb[80], topic[80];
     uniq(ida, sizeof ida, "pub");
     uniq(idb, sizeof idb, "sub");
     uniq(topic, sizeof topic, "lost");
     fmq_mqtt *a, *b;
-    connect_two(&br, ida, &a, idb, &b);
+    connect_two(&g_own, ida, &a, idb, &b);
     assert_int_equal(fmq_mqtt_subscribe(b, topic, 1), FMQ_OK);
-    fmq_test_broker_kill(&br);
-    (void)fmq_test_sh("rm -f '%s/mosquitto.db'", br.dir);
+    fmq_test_broker_kill(&g_own);
+    (void)fmq_test_sh("rm -f '%s/mosquitto.db'", g_own.dir);
     assert_true(wait_for(is_down, b, 5000));
-    assert_int_equal(fmq_test_broker_restart(&br), FMQ_OK);
+    assert_int_equal(fmq_test_broker_restart(&g_own), FMQ_OK);
     assert_true(wait_for(has_reconnected, a, 10000));
     assert_true(wait_for(has_reconnected, b, 10000));
     assert_int_equal(fmq_mqtt_publish(a, topic, "again", 5, 1, false, 5000),
@@ -435,7 +445,7 @@ static void subscriptions_are_made_again_when_the_broker_lost_them(void **state)
     expect_msg(b, 5000, topic, "again", 5, false);
     fmq_mqtt_destroy(&a);
     fmq_mqtt_destroy(&b);
-    fmq_test_broker_stop(&br);
+    fmq_test_broker_stop(&g_own);
 }
 
 /* The child of the last-will case: connects with a will, says so on
@@ -515,13 +525,12 @@ static void the_last_will_is_published_when_a_client_dies(void **state)
 static void plain_tcp_works_too(void **state)
 {
     (void)state;
-    fmq_test_broker br;
-    assert_int_equal(fmq_test_broker_start(false, &br), FMQ_OK);
-    assert_int_equal(strncmp(br.uri, "mqtt://", 7), 0);
+    assert_int_equal(fmq_test_broker_start(false, &g_own), FMQ_OK);
+    assert_int_equal(strncmp(g_own.uri, "mqtt://", 7), 0);
     char id[80], topic[80];
     uniq(id, sizeof id, "tcp");
     uniq(topic, sizeof topic, "tcp");
-    fmq_mqtt *m = connect_to(&br, id);
+    fmq_mqtt *m = connect_to(&g_own, id);
     assert_int_equal(fmq_mqtt_subscribe(m, topic, 0), FMQ_OK);
     assert_int_equal(fmq_mqtt_publish(m, topic, "plain", 5, 0, false, 0),
                      FMQ_OK);
@@ -535,13 +544,13 @@ static void plain_tcp_works_too(void **state)
 
     /* tcp:// is the same */
     char uri[64];
-    snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", br.port);
+    snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", g_own.port);
     fmq_mqtt_cfg c;
-    cfg_for(&c, &br, id);
+    cfg_for(&c, &g_own, id);
     c.uri = uri;
     m = connect_cfg(&c);
     fmq_mqtt_destroy(&m);
-    fmq_test_broker_stop(&br);
+    fmq_test_broker_stop(&g_own);
 }
 
 static void bad_configurations_are_refused(void **state)
@@ -602,22 +611,21 @@ static void bad_configurations_are_refused(void **state)
 static void publish_waits_for_puback_and_needs_a_connection(void **state)
 {
     (void)state;
-    fmq_test_broker br;
-    assert_int_equal(fmq_test_broker_start(true, &br), FMQ_OK);
+    assert_int_equal(fmq_test_broker_start(true, &g_own), FMQ_OK);
     char ida[80], idb[80], topic[80];
     uniq(ida, sizeof ida, "pub");
     uniq(idb, sizeof idb, "sub");
     uniq(topic, sizeof topic, "ack");
 
     fmq_mqtt_cfg c;
-    cfg_for(&c, &br, ida);
+    cfg_for(&c, &g_own, ida);
     fmq_mqtt *a = NULL;
     assert_int_equal(fmq_mqtt_new(&c, &a), FMQ_OK);
     assert_int_equal(fmq_mqtt_publish(a, topic, "x", 1, 1, false, 1000),
                      FMQ_ERR_STATE);
     assert_int_equal(fmq_mqtt_publish(a, topic, "x", 1, 0, false, 0),
                      FMQ_ERR_STATE);
-    fmq_mqtt *ms[2] = {a, new_client(&br, idb)};
+    fmq_mqtt *ms[2] = {a, new_client(&g_own, idb)};
     connect_all(ms, 2);
     fmq_mqtt *b = ms[1];
     assert_int_equal(fmq_mqtt_subscribe(b, topic, 1), FMQ_OK);
@@ -640,7 +648,7 @@ static void publish_waits_for_puback_and_needs_a_connection(void **state)
     /* a frozen broker sends no PUBACK: the wait must time out, and the
      * message still goes through once the broker runs again */
     char pidfile[700];
-    snprintf(pidfile, sizeof pidfile, "%s/pid", br.dir);
+    snprintf(pidfile, sizeof pidfile, "%s/pid", g_own.dir);
     FILE *f = fopen(pidfile, "r");
     assert_non_null(f);
     int bpid = 0;
@@ -661,7 +669,7 @@ static void publish_waits_for_puback_and_needs_a_connection(void **state)
 
     fmq_mqtt_destroy(&a);
     fmq_mqtt_destroy(&b);
-    fmq_test_broker_stop(&br);
+    fmq_test_broker_stop(&g_own);
 }
 
 static bool seen_five(const fmq_mqtt *m)
@@ -779,18 +787,18 @@ int main(int argc, char **argv)
     if (filter && filter[0])
         cmocka_set_test_filter(filter);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(tls_round_trip_delivers_topic_and_payload_intact),
-        cmocka_unit_test(a_server_signed_by_another_ca_is_refused),
-        cmocka_unit_test(a_retained_message_reaches_a_later_subscriber),
-        cmocka_unit_test(a_persistent_session_keeps_qos1_messages_while_away),
-        cmocka_unit_test(clients_reconnect_after_a_broker_restart),
-        cmocka_unit_test(subscriptions_are_made_again_when_the_broker_lost_them),
-        cmocka_unit_test(the_last_will_is_published_when_a_client_dies),
-        cmocka_unit_test(plain_tcp_works_too),
-        cmocka_unit_test(bad_configurations_are_refused),
-        cmocka_unit_test(publish_waits_for_puback_and_needs_a_connection),
-        cmocka_unit_test(a_full_receive_queue_drops_and_counts_new_messages),
-        cmocka_unit_test(a_burst_of_2000_qos1_messages_all_arrive),
+        cmocka_unit_test_teardown(tls_round_trip_delivers_topic_and_payload_intact, case_teardown),
+        cmocka_unit_test_teardown(a_server_signed_by_another_ca_is_refused, case_teardown),
+        cmocka_unit_test_teardown(a_retained_message_reaches_a_later_subscriber, case_teardown),
+        cmocka_unit_test_teardown(a_persistent_session_keeps_qos1_messages_while_away, case_teardown),
+        cmocka_unit_test_teardown(clients_reconnect_after_a_broker_restart, case_teardown),
+        cmocka_unit_test_teardown(subscriptions_are_made_again_when_the_broker_lost_them, case_teardown),
+        cmocka_unit_test_teardown(the_last_will_is_published_when_a_client_dies, case_teardown),
+        cmocka_unit_test_teardown(plain_tcp_works_too, case_teardown),
+        cmocka_unit_test_teardown(bad_configurations_are_refused, case_teardown),
+        cmocka_unit_test_teardown(publish_waits_for_puback_and_needs_a_connection, case_teardown),
+        cmocka_unit_test_teardown(a_full_receive_queue_drops_and_counts_new_messages, case_teardown),
+        cmocka_unit_test_teardown(a_burst_of_2000_qos1_messages_all_arrive, case_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
