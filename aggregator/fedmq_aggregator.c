@@ -311,7 +311,25 @@ int main(int argc, char **argv)
     uint64_t n_updates = 0, update_bytes = 0;
     double t_start = fmq_mono_seconds(), last_acc = NAN;
     int rc = 0;
+    bool was_connected = true;
     while (!stop) {
+        /* Back after a lost connection: the broker may have lost its
+         * retained copy and the updates it had not yet passed on (a
+         * restart without a saved database). Publishing the global again
+         * (same round and version, new timestamp) restores it and makes
+         * every device that already trained this round send its update
+         * again (SPEC §9.1); what was counted already is a duplicate. */
+        bool conn = fmq_mqtt_connected(mq);
+        if (conn && !was_connected) {
+            fmq_log_notice("aggregator: reconnected; publishing round %llu "
+                           "again", (unsigned long long)fmq_agg_round(a));
+            publish_agg_status(mq, o.fleet, true, a, t_status);
+            if (publish_global(a, mq, t_global)) {
+                rc = 1;
+                break;
+            }
+        }
+        was_connected = conn;
         fmq_mqtt_msg m;
         e = fmq_mqtt_next(mq, 50, &m);
         uint64_t now = fmq_now_ms();

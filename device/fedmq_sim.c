@@ -175,6 +175,7 @@ typedef struct simdev {
     act pending_act;
     double back_at;
     uint64_t considered; /* last round the knobs were drawn for */
+    uint64_t off_round;  /* the round it is offline for (0: none) */
     uint64_t bytes_in, bytes_out, msgs_out; /* of finished connections */
     uint32_t offline_n, slow_n, drop_n;
     atomic_int conn;    /* CONN_*, while r is NULL */
@@ -238,12 +239,17 @@ static fmq_devrun_verdict filter(void *arg, fmq_devrun *r, uint64_t round)
 {
     simdev *sd = arg;
     const sim *s = sd->sim;
+    /* A reconnecting client subscribes again and the broker sends the
+     * retained global again: an offline device keeps missing its round. */
+    if (round != 0 && round == sd->off_round)
+        return FMQ_DEVRUN_SKIP;
     if (round == 0 || round <= sd->considered)
         return FMQ_DEVRUN_TAKE;
     sd->considered = round;
     if (s->offline > 0 && in_rounds(s->offline_rounds, round) &&
         knob(s, "offline", round, sd->id) < s->offline) {
         sd->pending_act = ACT_OFFLINE;
+        sd->off_round = round;
         sd->offline_n++;
         fmq_log_info("sim: %s offline for round %llu", sd->id,
                      (unsigned long long)round);
