@@ -173,7 +173,8 @@ static void bad_updates_are_rejected_with_their_reason(void **state)
     }
     char line[512];
     fmq_agg_format_report(&r, line, sizeof line);
-    assert_non_null(strstr(line, "round 1: 2/3 devices, 0 late, 8 rejected"));
+    assert_non_null(
+        strstr(line, "round 1: 2/3 devices, 0 late (0 folded), 8 rejected"));
     assert_non_null(strstr(line, "norm:1"));
     fmq_buf m;
     fmq_buf_init(&m);
@@ -271,6 +272,7 @@ static void late_updates_fold_with_staleness_weight(void **state)
     assert_true(fmq_agg_tick(a, 2));
     assert_int_equal(fmq_agg_close(a, NULL, 2, &r), FMQ_OK);
     assert_int_equal(r.late, 1);
+    assert_int_equal(r.late_folded, 1);
     double wl = 100 / sqrt(2.0);
     double mean = (wl * 0.04 + 100 * 0.01) / (wl + 100);
     for (int i = 0; i < P; i++)
