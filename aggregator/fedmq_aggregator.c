@@ -8,9 +8,11 @@
  * round on stdout. SIGINT/SIGTERM stop it cleanly (aggregator status
  * offline); SIGKILL at any moment is survived through the checkpoint.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +78,14 @@ static void usage(FILE *f)
         "  --log-level L         err, warning, notice, info, debug (notice)\n");
 }
 
+static const char *lo_name(const struct option *lo, int c)
+{
+    for (; lo->name; lo++)
+        if (lo->val == c)
+            return lo->name;
+    return "?";
+}
+
 static int parse(int argc, char **argv, opts *o)
 {
     *o = (opts){.broker = "mqtts://127.0.0.1:8883", .fleet = "demo",
@@ -102,8 +112,33 @@ static int parse(int argc, char **argv, opts *o)
         {"log-level", 1, 0, 'V'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-        unsigned long v = optarg ? strtoul(optarg, NULL, 10) : 0;
-        double d = optarg ? strtod(optarg, NULL) : 0;
+        unsigned long v = 0;
+        double d = 0;
+        if (optarg && c && strchr("srnqDSbezK", c)) {
+            /* whole non-negative integers only, within 32 bits (the seed
+             * within 64) */
+            char *end;
+            errno = 0;
+            unsigned long long u = strtoull(optarg, &end, 10);
+            if (!optarg[0] || *end || optarg[0] == '-' || errno ||
+                (c != 's' && u > UINT32_MAX)) {
+                fprintf(stderr, "fedmq-aggregator: --%s '%s': expected a "
+                                "whole number%s\n", lo_name(lo, c), optarg,
+                        c == 's' ? "" : " below 2^32");
+                return -1;
+            }
+            v = (unsigned long)u;
+        }
+        if (optarg && c && strchr("TNlMwu", c)) {
+            char *end;
+            d = strtod(optarg, &end);
+            if (!optarg[0] || *end || !isfinite(d) || d < 0) {
+                fprintf(stderr, "fedmq-aggregator: --%s '%s': expected a "
+                                "finite number >= 0\n", lo_name(lo, c),
+                        optarg);
+                return -1;
+            }
+        }
         switch (c) {
         case 'B': o->broker = optarg; break;
         case 'C': o->ca = optarg; break;
