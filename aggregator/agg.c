@@ -10,11 +10,12 @@
  */
 #include "agg.h"
 
+#include "blob.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
-#include <zlib.h>
 
 #include "fedavg.h"
 #include "nn.h"
@@ -61,90 +62,6 @@ void fmq_agg_count_out(fmq_agg *a, uint64_t bytes)
 
 /* ---------------------------------------------------------- checkpoint */
 
-typedef struct wr {
-    fmq_buf b;
-    fmq_err e;
-} wr;
-
-static void put(wr *w, const void *p, size_t n)
-{
-    if (!w->e)
-        w->e = fmq_buf_append(&w->b, p, n);
-}
-static void put_u32(wr *w, uint32_t v)
-{
-    uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16),
-                    (uint8_t)(v >> 24)};
-    put(w, b, 4);
-}
-static void put_u64(wr *w, uint64_t v)
-{
-    put_u32(w, (uint32_t)v);
-    put_u32(w, (uint32_t)(v >> 32));
-}
-static void put_f64(wr *w, double d)
-{
-    uint64_t u;
-    memcpy(&u, &d, 8);
-    put_u64(w, u);
-}
-static void put_floats(wr *w, const float *x, uint32_t n)
-{
-    if (w->e || (w->e = fmq_buf_reserve(&w->b, (size_t)n * 4)))
-        return;
-    for (uint32_t i = 0; i < n; i++)
-        fmq_store_f32le(w->b.data + w->b.len + 4 * (size_t)i, x[i]);
-    w->b.len += (size_t)n * 4;
-}
-
-typedef struct rd {
-    const uint8_t *p;
-    size_t left;
-    bool bad;
-} rd;
-
-static void get(rd *r, void *out, size_t n)
-{
-    if (r->bad || r->left < n) {
-        r->bad = true;
-        memset(out, 0, n);
-        return;
-    }
-    memcpy(out, r->p, n);
-    r->p += n;
-    r->left -= n;
-}
-static uint32_t get_u32(rd *r)
-{
-    uint8_t b[4];
-    get(r, b, 4);
-    return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
-           (uint32_t)b[3] << 24;
-}
-static uint64_t get_u64(rd *r)
-{
-    uint64_t lo = get_u32(r);
-    return lo | (uint64_t)get_u32(r) << 32;
-}
-static double get_f64(rd *r)
-{
-    uint64_t u = get_u64(r);
-    double d;
-    memcpy(&d, &u, 8);
-    return d;
-}
-static void get_floats(rd *r, float *x, uint32_t n)
-{
-    if (r->bad || r->left < (size_t)n * 4) {
-        r->bad = true;
-        return;
-    }
-    for (uint32_t i = 0; i < n; i++)
-        x[i] = fmq_load_f32le(r->p + 4 * (size_t)i);
-    r->p += (size_t)n * 4;
-    r->left -= (size_t)n * 4;
-}
-
 static void ckpt_path(const fmq_agg *a, char *buf, size_t len)
 {
     snprintf(buf, len, "%s/aggregator.ckpt", a->state_dir);
@@ -154,50 +71,49 @@ fmq_err fmq_agg_checkpoint(fmq_agg *a)
 {
     if (!a->state_dir[0])
         return FMQ_OK;
-    wr w = {{0}, FMQ_OK};
-    fmq_buf_init(&w.b);
+    fmq_wr w;
+    fmq_wr_init(&w);
     char name[FMQ_ID_MAX + 1] = {0};
-    put(&w, "FMQAGG02", 8);
-    put_u32(&w, a->P);
+    fmq_wr_bytes(&w, "FMQAGG02", 8);
+    fmq_wr_u32(&w, a->P);
     memcpy(name, a->fleet, sizeof name);
-    put(&w, name, sizeof name);
+    fmq_wr_bytes(&w, name, sizeof name);
     memset(name, 0, sizeof name);
     memcpy(name, a->model, sizeof name);
-    put(&w, name, sizeof name);
-    put_u64(&w, a->round);
-    put_u64(&w, a->version);
-    put_u64(&w, a->deadline_ms);
-    put_u64(&w, a->start_ms);
-    put_f64(&w, a->fa.weight);
-    put_u32(&w, a->fa.count);
-    put_f64(&w, a->loss_sum);
-    put_f64(&w, a->loss_sq);
-    put_u32(&w, a->late);
-    put_u32(&w, a->late_folded);
-    put_u32(&w, a->rejected);
-    put_u64(&w, a->bytes_in);
-    put_u64(&w, a->bytes_out);
-    put_u32(&w, a->nreasons);
+    fmq_wr_bytes(&w, name, sizeof name);
+    fmq_wr_u64(&w, a->round);
+    fmq_wr_u64(&w, a->version);
+    fmq_wr_u64(&w, a->deadline_ms);
+    fmq_wr_u64(&w, a->start_ms);
+    fmq_wr_f64(&w, a->fa.weight);
+    fmq_wr_u32(&w, a->fa.count);
+    fmq_wr_f64(&w, a->loss_sum);
+    fmq_wr_f64(&w, a->loss_sq);
+    fmq_wr_u32(&w, a->late);
+    fmq_wr_u32(&w, a->late_folded);
+    fmq_wr_u32(&w, a->rejected);
+    fmq_wr_u64(&w, a->bytes_in);
+    fmq_wr_u64(&w, a->bytes_out);
+    fmq_wr_u32(&w, a->nreasons);
     for (uint32_t i = 0; i < a->nreasons; i++) {
-        put(&w, a->reasons[i].reason, sizeof a->reasons[i].reason);
-        put_u64(&w, a->reasons[i].count);
+        fmq_wr_bytes(&w, a->reasons[i].reason, sizeof a->reasons[i].reason);
+        fmq_wr_u64(&w, a->reasons[i].count);
     }
-    put_u32(&w, a->nseen);
+    fmq_wr_u32(&w, a->nseen);
     for (uint32_t i = 0; i < a->nseen; i++) {
-        put(&w, a->seen[i].dev, sizeof a->seen[i].dev);
-        put_u64(&w, a->seen[i].round);
+        fmq_wr_bytes(&w, a->seen[i].dev, sizeof a->seen[i].dev);
+        fmq_wr_u64(&w, a->seen[i].round);
     }
-    put_floats(&w, fmq_nn_params(a->nn), a->P);
-    put_floats(&w, a->fa.sum, a->P);
-    if (!w.e)
-        put_u32(&w, (uint32_t)crc32(0, w.b.data, (uInt)w.b.len));
+    fmq_wr_floats(&w, fmq_nn_params(a->nn), a->P);
+    fmq_wr_floats(&w, a->fa.sum, a->P);
+    fmq_wr_crc(&w);
     fmq_err e = w.e;
     if (!e) {
         char path[600];
         ckpt_path(a, path, sizeof path);
         e = fmq_file_write_atomic(path, w.b.data, w.b.len);
     }
-    fmq_buf_fini(&w.b);
+    fmq_wr_fini(&w);
     if (e)
         fmq_log_err("aggregator: checkpoint of round %llu failed: %s",
                     (unsigned long long)a->round, fmq_strerror(e));
@@ -233,19 +149,16 @@ static bool seen_has(const fmq_agg *a, const char *dev, uint64_t round)
 
 static fmq_err load_checkpoint(fmq_agg *a, const uint8_t *buf, size_t len)
 {
-    if (len < 12 || crc32(0, buf, (uInt)(len - 4)) !=
-                        (uint32_t)(buf[len - 4] | buf[len - 3] << 8 |
-                                   buf[len - 2] << 16 |
-                                   (uint32_t)buf[len - 1] << 24)) {
+    fmq_rd r;
+    if (len < 12 || !fmq_rd_init_crc(&r, buf, len)) {
         fmq_log_err("aggregator: checkpoint is truncated or corrupt (CRC)");
         return FMQ_ERR_DATA;
     }
-    rd r = {buf, len - 4, false};
     char magic[8], fleet[FMQ_ID_MAX + 1], model[FMQ_ID_MAX + 1];
-    get(&r, magic, 8);
-    uint32_t P = get_u32(&r);
-    get(&r, fleet, sizeof fleet);
-    get(&r, model, sizeof model);
+    fmq_rd_bytes(&r, magic, 8);
+    uint32_t P = fmq_rd_u32(&r);
+    fmq_rd_bytes(&r, fleet, sizeof fleet);
+    fmq_rd_bytes(&r, model, sizeof model);
     fleet[FMQ_ID_MAX] = model[FMQ_ID_MAX] = 0;
     if (r.bad || memcmp(magic, "FMQAGG02", 8) || P != a->P ||
         strcmp(fleet, a->fleet) || strcmp(model, a->model)) {
@@ -254,40 +167,40 @@ static fmq_err load_checkpoint(fmq_agg *a, const uint8_t *buf, size_t len)
                     fleet, model, P, a->fleet, a->model, a->P);
         return FMQ_ERR_DATA;
     }
-    a->round = get_u64(&r);
-    a->version = get_u64(&r);
-    a->deadline_ms = get_u64(&r);
-    a->start_ms = get_u64(&r);
-    a->fa.weight = get_f64(&r);
-    a->fa.count = get_u32(&r);
-    a->loss_sum = get_f64(&r);
-    a->loss_sq = get_f64(&r);
-    a->late = get_u32(&r);
-    a->late_folded = get_u32(&r);
-    a->rejected = get_u32(&r);
-    a->bytes_in = get_u64(&r);
-    a->bytes_out = get_u64(&r);
-    a->nreasons = get_u32(&r);
+    a->round = fmq_rd_u64(&r);
+    a->version = fmq_rd_u64(&r);
+    a->deadline_ms = fmq_rd_u64(&r);
+    a->start_ms = fmq_rd_u64(&r);
+    a->fa.weight = fmq_rd_f64(&r);
+    a->fa.count = fmq_rd_u32(&r);
+    a->loss_sum = fmq_rd_f64(&r);
+    a->loss_sq = fmq_rd_f64(&r);
+    a->late = fmq_rd_u32(&r);
+    a->late_folded = fmq_rd_u32(&r);
+    a->rejected = fmq_rd_u32(&r);
+    a->bytes_in = fmq_rd_u64(&r);
+    a->bytes_out = fmq_rd_u64(&r);
+    a->nreasons = fmq_rd_u32(&r);
     if (a->nreasons > 16)
         r.bad = true;
     for (uint32_t i = 0; i < a->nreasons && !r.bad; i++) {
-        get(&r, a->reasons[i].reason, sizeof a->reasons[i].reason);
+        fmq_rd_bytes(&r, a->reasons[i].reason, sizeof a->reasons[i].reason);
         a->reasons[i].reason[FMQ_NAME_MAX] = 0;
-        a->reasons[i].count = get_u64(&r);
+        a->reasons[i].count = fmq_rd_u64(&r);
     }
-    uint32_t nseen = get_u32(&r);
+    uint32_t nseen = fmq_rd_u32(&r);
     if (nseen > r.left / (FMQ_ID_MAX + 9))
         r.bad = true;
     for (uint32_t i = 0; i < nseen && !r.bad; i++) {
         char dev[FMQ_ID_MAX + 1];
-        get(&r, dev, sizeof dev);
+        fmq_rd_bytes(&r, dev, sizeof dev);
         dev[FMQ_ID_MAX] = 0;
-        uint64_t rr = get_u64(&r);
+        uint64_t rr = fmq_rd_u64(&r);
         if (!r.bad && seen_add(a, dev, rr))
             return FMQ_ERR_NOMEM;
     }
-    get_floats(&r, fmq_nn_params(a->nn), P);
-    get_floats(&r, a->fa.sum, P);
+    fmq_rd_floats(&r, fmq_nn_params(a->nn), P);
+    fmq_rd_floats(&r, a->fa.sum, P);
     if (r.bad || r.left != 0 || a->round == 0 || a->version == 0) {
         fmq_log_err("aggregator: checkpoint has a bad layout");
         return FMQ_ERR_DATA;

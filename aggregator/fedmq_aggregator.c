@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "agg.h"
+#include "cli.h"
 #include "codec.h"
 #include "data.h"
 #include "mqtt.h"
@@ -200,16 +201,7 @@ static int parse(int argc, char **argv, opts *o)
 
 static int save_weights(const char *path, const float *w, uint32_t P)
 {
-    uint8_t *b = malloc((size_t)P * 4);
-    if (!b)
-        return -1;
-    for (uint32_t i = 0; i < P; i++)
-        fmq_store_f32le(b + 4 * (size_t)i, w[i]);
-    fmq_err e = fmq_file_write_atomic(path, b, (size_t)P * 4);
-    free(b);
-    if (e)
-        fprintf(stderr, "fedmq-aggregator: %s: %s\n", path, fmq_strerror(e));
-    return e ? -1 : 0;
+    return fmq_cli_save_weights("fedmq-aggregator", path, w, P) ? -1 : 0;
 }
 
 static int publish_global(fmq_agg *a, fmq_mqtt *mq, const char *topic)

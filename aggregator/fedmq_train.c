@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "data.h"
 #include "fedavg.h"
 #include "nn.h"
@@ -179,16 +180,7 @@ static void report_classes(fmq_nn *m, const fmq_dataset *test)
 
 static int save_weights(const char *path, const float *w, uint32_t P)
 {
-    uint8_t *b = malloc((size_t)P * 4);
-    if (!b)
-        return -1;
-    for (uint32_t i = 0; i < P; i++)
-        fmq_store_f32le(b + 4 * (size_t)i, w[i]);
-    fmq_err e = fmq_file_write_atomic(path, b, (size_t)P * 4);
-    free(b);
-    if (e)
-        fprintf(stderr, "fedmq-train: %s: %s\n", path, fmq_strerror(e));
-    return e ? -1 : 0;
+    return fmq_cli_save_weights("fedmq-train", path, w, P) ? -1 : 0;
 }
 
 static int load_weights(const char *path, float *w, uint32_t P)

@@ -82,3 +82,18 @@ uint64_t fmq_cli_peak_rss(void)
         return 0;
     return (uint64_t)ru.ru_maxrss * 1024u;
 }
+
+fmq_err fmq_cli_save_weights(const char *prog, const char *path,
+                             const float *w, uint32_t P)
+{
+    uint8_t *b = fmq_alloc_array(P, 4);
+    if (!b)
+        return FMQ_ERR_NOMEM;
+    for (uint32_t i = 0; i < P; i++)
+        fmq_store_f32le(b + 4 * (size_t)i, w[i]);
+    fmq_err e = fmq_file_write_atomic(path, b, (size_t)P * 4);
+    fmq_free(b);
+    if (e)
+        fprintf(stderr, "%s: %s: %s\n", prog, path, fmq_strerror(e));
+    return e;
+}

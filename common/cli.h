@@ -75,6 +75,12 @@ FMQ_NODISCARD fmq_err fmq_cli_data(const fmq_conf *c, const char *prog,
 int fmq_cli_parse(fmq_conf *c, int argc, char **argv, const char *prog,
                   const char *summary);
 
+/* Writes w (P,) to path as float32 little-endian, atomically (the format
+ * of fedmq-train --save and fedmq-aggregator --save). Errors are printed
+ * with prog. */
+FMQ_NODISCARD fmq_err fmq_cli_save_weights(const char *prog, const char *path,
+                                           const float *w, uint32_t P);
+
 /* Peak resident set size of this process, bytes (getrusage). */
 uint64_t fmq_cli_peak_rss(void);
 
