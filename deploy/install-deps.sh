@@ -17,7 +17,8 @@ BASE="
   libmbedtls-dev libmsgpack-dev libcmocka-dev zlib1g-dev libopenblas-dev
   dataset-fashion-mnist
   openssl ca-certificates procps
-  python3 python3-msgpack
+  python3 python3-msgpack python3-cryptography
+  libjwt-dev
 "
 # libFuzzer targets (`make fuzz`).
 FUZZ="clang libclang-rt-14-dev"
