@@ -8,8 +8,6 @@
  * round on stdout. SIGINT/SIGTERM stop it cleanly (aggregator status
  * offline); SIGKILL at any moment is survived through the checkpoint.
  */
-#include <errno.h>
-#include <getopt.h>
 #include <math.h>
 #include <signal.h>
 #include <stdint.h>
@@ -25,7 +23,7 @@
 #include "nn.h"
 
 typedef struct opts {
-    const char *broker, *ca, *cert, *key, *user, *pass, *client_id;
+    const char *broker, *client_id;
     const char *fleet, *model, *state_dir, *holdout, *late, *scheme;
     const char *global_scheme, *save;
     uint32_t rounds, cohort, quorum, round_ms, max_staleness, block;
@@ -35,6 +33,7 @@ typedef struct opts {
     uint64_t seed;
     bool stochastic, no_ef;
     uint32_t checkpoint_ms;
+    fmq_mqtt_cfg mc;
 } opts;
 
 static volatile sig_atomic_t stop;
@@ -44,157 +43,116 @@ static void on_signal(int sig)
     stop = 1;
 }
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-        "usage: fedmq-aggregator [options]\n"
-        "  --broker URI          mqtts://127.0.0.1:8883 (mqtt:// for plain TCP)\n"
-        "  --ca FILE             CA certificate that signed the broker's\n"
-        "  --cert FILE --key FILE  client certificate (mTLS), optional\n"
-        "  --username U --password P   MQTT credentials (token), optional\n"
-        "  --client-id ID        default fedmq-agg-<fleet>\n"
-        "  --fleet ID            fleet name (default demo)\n"
-        "  --model SPEC          logreg, mlp:H[,H...], cnn (default mlp:128)\n"
-        "  --seed N              model initialisation (default 1)\n"
-        "  --rounds N            stop after N rounds (default 10; 0 = forever)\n"
-        "  --target-acc X        stop once hold-out accuracy reaches X\n"
-        "  --cohort N            updates per round that close it early (10)\n"
-        "  --quorum N            fewest updates a round may close with (= cohort)\n"
-        "  --round-ms MS         round deadline (default 30000)\n"
-        "  --late drop|fold      late updates: drop, or fold with 1/sqrt(1+tau)\n"
-        "  --max-staleness N     rounds a late update may be behind (fold; 2)\n"
-        "  --norm-bound X        reject updates with a larger L2 norm (0 = off)\n"
-        "  --scheme S            update quantization f32 f16 q8 q4 q1 (q8)\n"
-        "  --block N             quantization block (256)\n"
-        "  --stochastic          stochastic rounding on devices\n"
-        "  --no-error-feedback   devices send without error feedback\n"
-        "  --global-scheme S     the global model as f32 or f16 (f32)\n"
-        "  --epochs N --batch N --lr X --momentum X --weight-decay X --mu X\n"
-        "                        round instructions (1, 64, 0.01, 0.9, 0, 0)\n"
-        "  --holdout fashion-mnist|none   evaluation set (fashion-mnist)\n"
-        "  --state-dir DIR       checkpoint directory (default ./fedmq-agg)\n"
-        "  --checkpoint-ms MS    also checkpoint mid-round this often (1000)\n"
-        "  --save FILE           at the end, write the model as float32 LE\n"
-        "                        (the format of fedmq-train --save)\n"
-        "  --log-level L         err, warning, notice, info, debug (notice)\n");
-}
+/* The aggregator's settings: a mosquitto.conf-style file (--config FILE)
+ * and flags of the same names (common/conf.h), e.g. `round_ms 30000` in
+ * the file or `--round-ms 30000` on the command line. */
+static const fmq_conf_key keys[] = {
+    FMQ_CLI_MQTT_KEYS,
+    {"client_id", FMQ_CONF_STR, NULL, "MQTT client id (default "
+     "fedmq-agg-<fleet>)", 0, 0, false},
+    {"model", FMQ_CONF_STR, "mlp:128", "logreg, mlp:H[,H...] or cnn", 0, 0,
+     false},
+    {"seed", FMQ_CONF_UINT, "1", "model initialisation", 0, 0, false},
+    {"rounds", FMQ_CONF_UINT, "10", "stop after this many rounds (0 = "
+     "forever)", 0, UINT32_MAX, false},
+    {"target_acc", FMQ_CONF_DOUBLE, "0", "stop once hold-out accuracy "
+     "reaches this (0 = off)", 0, 1, false},
+    {"cohort", FMQ_CONF_UINT, "10", "updates per round that close it early",
+     1, 1000000, false},
+    {"quorum", FMQ_CONF_UINT, "0", "fewest updates a round may close with "
+     "(0 = the cohort)", 0, 1000000, false},
+    {"round_ms", FMQ_CONF_UINT, "30000", "round deadline, milliseconds", 1,
+     UINT32_MAX, false},
+    {"late", FMQ_CONF_STR, "drop", "late updates: drop, or fold with weight "
+     "1/sqrt(1+tau)", 0, 0, false},
+    {"max_staleness", FMQ_CONF_UINT, "2", "rounds a folded late update may "
+     "be behind", 0, 1000, false},
+    {"norm_bound", FMQ_CONF_DOUBLE, "0", "reject updates with a larger L2 "
+     "norm (0 = off)", 0, 1e30, false},
+    {"scheme", FMQ_CONF_STR, "q8", "update quantization: f32 f16 q8 q4 q1",
+     0, 0, false},
+    {"block", FMQ_CONF_UINT, "256", "quantization block", 1, 65536, false},
+    {"stochastic", FMQ_CONF_BOOL, "false", "stochastic rounding on devices",
+     0, 0, false},
+    {"no_error_feedback", FMQ_CONF_BOOL, "false", "devices send without "
+     "error feedback", 0, 0, false},
+    {"global_scheme", FMQ_CONF_STR, "f32", "the global model as f32 or f16",
+     0, 0, false},
+    {"epochs", FMQ_CONF_UINT, "1", "local epochs per round", 1, 1000,
+     false},
+    {"batch", FMQ_CONF_UINT, "64", "local batch size", 1, 65536, false},
+    {"lr", FMQ_CONF_DOUBLE, "0.01", "local learning rate", 0, 100, false},
+    {"momentum", FMQ_CONF_DOUBLE, "0.9", "local momentum", 0, 1, false},
+    {"weight_decay", FMQ_CONF_DOUBLE, "0", "local weight decay", 0, 1,
+     false},
+    {"mu", FMQ_CONF_DOUBLE, "0", "FedProx proximal term sent to devices", 0,
+     1000, false},
+    {"holdout", FMQ_CONF_STR, "fashion-mnist", "evaluation set: "
+     "fashion-mnist or none", 0, 0, false},
+    {"state_dir", FMQ_CONF_STR, "fedmq-agg", "checkpoint directory", 0, 0,
+     false},
+    {"checkpoint_ms", FMQ_CONF_UINT, "1000", "also checkpoint mid-round "
+     "this often, milliseconds", 0, UINT32_MAX, false},
+    {"save", FMQ_CONF_STR, NULL, "at the end, write the model as float32 LE "
+     "(the format of fedmq-train --save)", 0, 0, false},
+};
 
-static const char *lo_name(const struct option *lo, int c)
+/* 0 to go on, 1 after --help, 2 on an error (printed). */
+static int parse(int argc, char **argv, fmq_conf *c, opts *o)
 {
-    for (; lo->name; lo++)
-        if (lo->val == c)
-            return lo->name;
-    return "?";
-}
-
-static int parse(int argc, char **argv, opts *o)
-{
-    *o = (opts){.broker = "mqtts://127.0.0.1:8883", .fleet = "demo",
-                .model = "mlp:128", .state_dir = "fedmq-agg",
-                .holdout = "fashion-mnist", .late = "drop", .scheme = "q8",
-                .global_scheme = "f32", .rounds = 10, .cohort = 10,
-                .round_ms = 30000, .max_staleness = 2, .block = 256,
-                .epochs = 1, .batch = 64, .lr = 0.01f, .momentum = 0.9f,
-                .seed = 1, .checkpoint_ms = 1000};
-    static const struct option lo[] = {
-        {"broker", 1, 0, 'B'}, {"ca", 1, 0, 'C'}, {"cert", 1, 0, 'c'},
-        {"key", 1, 0, 'k'}, {"username", 1, 0, 'U'}, {"password", 1, 0, 'W'},
-        {"client-id", 1, 0, 'I'}, {"fleet", 1, 0, 'f'}, {"model", 1, 0, 'm'},
-        {"seed", 1, 0, 's'}, {"rounds", 1, 0, 'r'}, {"target-acc", 1, 0, 'T'},
-        {"cohort", 1, 0, 'n'}, {"quorum", 1, 0, 'q'}, {"round-ms", 1, 0, 'D'},
-        {"late", 1, 0, 'L'}, {"max-staleness", 1, 0, 'S'},
-        {"norm-bound", 1, 0, 'N'}, {"scheme", 1, 0, 'Q'}, {"block", 1, 0, 'b'},
-        {"stochastic", 0, 0, 'R'}, {"no-error-feedback", 0, 0, 'F'},
-        {"global-scheme", 1, 0, 'G'}, {"epochs", 1, 0, 'e'},
-        {"batch", 1, 0, 'z'}, {"lr", 1, 0, 'l'}, {"momentum", 1, 0, 'M'},
-        {"weight-decay", 1, 0, 'w'}, {"mu", 1, 0, 'u'},
-        {"holdout", 1, 0, 'H'}, {"state-dir", 1, 0, 'd'},
-        {"checkpoint-ms", 1, 0, 'K'}, {"save", 1, 0, 'O'},
-        {"log-level", 1, 0, 'V'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-        unsigned long v = 0;
-        double d = 0;
-        if (optarg && c && strchr("srnqDSbezK", c)) {
-            /* whole non-negative integers only, within 32 bits (the seed
-             * within 64) */
-            char *end;
-            errno = 0;
-            unsigned long long u = strtoull(optarg, &end, 10);
-            if (!optarg[0] || *end || optarg[0] == '-' || errno ||
-                (c != 's' && u > UINT32_MAX)) {
-                fprintf(stderr, "fedmq-aggregator: --%s '%s': expected a "
-                                "whole number%s\n", lo_name(lo, c), optarg,
-                        c == 's' ? "" : " below 2^32");
-                return -1;
-            }
-            v = (unsigned long)u;
-        }
-        if (optarg && c && strchr("TNlMwu", c)) {
-            char *end;
-            d = strtod(optarg, &end);
-            if (!optarg[0] || *end || !isfinite(d) || d < 0) {
-                fprintf(stderr, "fedmq-aggregator: --%s '%s': expected a "
-                                "finite number >= 0\n", lo_name(lo, c),
-                        optarg);
-                return -1;
-            }
-        }
-        switch (c) {
-        case 'B': o->broker = optarg; break;
-        case 'C': o->ca = optarg; break;
-        case 'c': o->cert = optarg; break;
-        case 'k': o->key = optarg; break;
-        case 'U': o->user = optarg; break;
-        case 'W': o->pass = optarg; break;
-        case 'I': o->client_id = optarg; break;
-        case 'f': o->fleet = optarg; break;
-        case 'm': o->model = optarg; break;
-        case 's': o->seed = strtoull(optarg, NULL, 10); break;
-        case 'r': o->rounds = (uint32_t)v; break;
-        case 'T': o->target_acc = d; break;
-        case 'n': o->cohort = (uint32_t)v; break;
-        case 'q': o->quorum = (uint32_t)v; break;
-        case 'D': o->round_ms = (uint32_t)v; break;
-        case 'L': o->late = optarg; break;
-        case 'S': o->max_staleness = (uint32_t)v; break;
-        case 'N': o->norm_bound = d; break;
-        case 'Q': o->scheme = optarg; break;
-        case 'b': o->block = (uint32_t)v; break;
-        case 'R': o->stochastic = true; break;
-        case 'F': o->no_ef = true; break;
-        case 'G': o->global_scheme = optarg; break;
-        case 'e': o->epochs = (uint32_t)v; break;
-        case 'z': o->batch = (uint32_t)v; break;
-        case 'l': o->lr = (float)d; break;
-        case 'M': o->momentum = (float)d; break;
-        case 'w': o->weight_decay = (float)d; break;
-        case 'u': o->mu = (float)d; break;
-        case 'H': o->holdout = optarg; break;
-        case 'd': o->state_dir = optarg; break;
-        case 'K': o->checkpoint_ms = (uint32_t)v; break;
-        case 'O': o->save = optarg; break;
-        case 'V':
-            if (fmq_log_level_parse(optarg) < 0) {
-                fprintf(stderr, "fedmq-aggregator: --log-level %s\n", optarg);
-                return -1;
-            }
-            fmq_log_set_level(fmq_log_level_parse(optarg));
-            break;
-        case 'h': usage(stdout); exit(0);
-        default: usage(stderr); return -1;
-        }
-    }
-    if (optind != argc) {
-        fprintf(stderr, "fedmq-aggregator: unexpected argument '%s'\n",
-                argv[optind]);
-        return -1;
-    }
+    const char *prog = "fedmq-aggregator";
+    int pr = fmq_cli_parse(c, argc, argv, prog,
+                           "Runs federated rounds over MQTT: publishes the "
+                           "global model, collects and validates updates, "
+                           "averages them, checkpoints.");
+    if (pr)
+        return pr;
+    *o = (opts){
+        .broker = fmq_conf_str(c, "broker"),
+        .client_id = fmq_conf_str(c, "client_id"),
+        .fleet = fmq_conf_str(c, "fleet"),
+        .model = fmq_conf_str(c, "model"),
+        .state_dir = fmq_conf_str(c, "state_dir"),
+        .holdout = fmq_conf_str(c, "holdout"),
+        .late = fmq_conf_str(c, "late"),
+        .scheme = fmq_conf_str(c, "scheme"),
+        .global_scheme = fmq_conf_str(c, "global_scheme"),
+        .save = fmq_conf_str(c, "save"),
+        .rounds = (uint32_t)fmq_conf_uint(c, "rounds"),
+        .cohort = (uint32_t)fmq_conf_uint(c, "cohort"),
+        .quorum = (uint32_t)fmq_conf_uint(c, "quorum"),
+        .round_ms = (uint32_t)fmq_conf_uint(c, "round_ms"),
+        .max_staleness = (uint32_t)fmq_conf_uint(c, "max_staleness"),
+        .block = (uint32_t)fmq_conf_uint(c, "block"),
+        .epochs = (uint32_t)fmq_conf_uint(c, "epochs"),
+        .batch = (uint32_t)fmq_conf_uint(c, "batch"),
+        .lr = (float)fmq_conf_double(c, "lr"),
+        .momentum = (float)fmq_conf_double(c, "momentum"),
+        .weight_decay = (float)fmq_conf_double(c, "weight_decay"),
+        .mu = (float)fmq_conf_double(c, "mu"),
+        .norm_bound = fmq_conf_double(c, "norm_bound"),
+        .target_acc = fmq_conf_double(c, "target_acc"),
+        .seed = fmq_conf_uint(c, "seed"),
+        .stochastic = fmq_conf_bool(c, "stochastic"),
+        .no_ef = fmq_conf_bool(c, "no_error_feedback"),
+        .checkpoint_ms = (uint32_t)fmq_conf_uint(c, "checkpoint_ms"),
+    };
+    fmq_cli_mqtt(c, &o->mc);
     if (!o->quorum)
         o->quorum = o->cohort;
+    if (o->quorum > o->cohort) {
+        fprintf(stderr, "%s: quorum %u is larger than the cohort %u\n", prog,
+                o->quorum, o->cohort);
+        return 2;
+    }
     if (strcmp(o->late, "drop") && strcmp(o->late, "fold")) {
-        fprintf(stderr, "fedmq-aggregator: --late is drop or fold\n");
-        return -1;
+        fprintf(stderr, "%s: late '%s': use drop or fold\n", prog, o->late);
+        return 2;
+    }
+    if (strcmp(o->holdout, "fashion-mnist") && strcmp(o->holdout, "none")) {
+        fprintf(stderr, "%s: holdout '%s': use fashion-mnist or none\n", prog,
+                o->holdout);
+        return 2;
     }
     return 0;
 }
@@ -246,8 +204,14 @@ static void publish_agg_status(fmq_mqtt *mq, const char *fleet, bool on,
 int main(int argc, char **argv)
 {
     opts o;
-    if (parse(argc, argv, &o))
+    fmq_conf *conf;
+    if (fmq_conf_new(keys, sizeof keys / sizeof keys[0], &conf))
         return 2;
+    int pr = parse(argc, argv, conf, &o);
+    if (pr) {
+        fmq_conf_destroy(&conf);
+        return pr == 1 ? 0 : 2;
+    }
     fmq_agg_cfg cfg = {
         .fleet = o.fleet, .model = o.model, .in_c = 1, .in_h = 28, .in_w = 28,
         .classes = 10, .seed = o.seed, .cohort_size = o.cohort,
@@ -297,15 +261,8 @@ int main(int argc, char **argv)
         return 1;
     char cid[128];
     snprintf(cid, sizeof cid, "fedmq-agg-%s", o.fleet); /* SPEC §1 */
-    fmq_mqtt_cfg mc;
-    fmq_mqtt_cfg_defaults(&mc);
-    mc.uri = o.broker;
+    fmq_mqtt_cfg mc = o.mc;
     mc.client_id = o.client_id ? o.client_id : cid;
-    mc.username = o.user;
-    mc.password = o.pass;
-    mc.ca_file = o.ca;
-    mc.cert_file = o.cert;
-    mc.key_file = o.key;
     mc.will_topic = t_status;
     mc.will_payload = wb.data;
     mc.will_len = wb.len;
@@ -418,9 +375,10 @@ int main(int argc, char **argv)
         double f32 = 4.0 * fmq_agg_nparams(a);
         printf("fedmq-aggregator: summary: %u rounds, test accuracy %.4f, "
                "%llu updates of %.1f KB on average (float32 deltas: %.1f KB, "
-               "%.2fx larger), %.1f s\n",
+               "%.2fx larger), %.1f s, peak RSS %.1f MB\n",
                done, last_acc, (unsigned long long)n_updates, per / 1000.0,
-               f32 / 1000.0, f32 / per, fmq_mono_seconds() - t_start);
+               f32 / 1000.0, f32 / per, fmq_mono_seconds() - t_start,
+               (double)fmq_cli_peak_rss() / 1e6);
     }
     if (o.save && save_weights(o.save, fmq_agg_weights(a), fmq_agg_nparams(a)))
         rc = 1;
@@ -429,5 +387,6 @@ int main(int argc, char **argv)
     fmq_buf_fini(&wb);
     fmq_agg_destroy(&a);
     fmq_data_fini(&holdout);
+    fmq_conf_destroy(&conf);
     return rc;
 }

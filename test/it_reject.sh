@@ -1,13 +1,25 @@
 # it_reject.sh — bad updates are rejected with their reason while the round
 # goes on, and a duplicate (same device, same round) is counted once. A real
 # Mosquitto over TLS and fedmq-aggregator (model logreg, P = 7,850); the
-# updates are made and published by test/tools/fmq_forge.
+# updates are made and published by test/tools/fmq_forge. The aggregator
+# reads its settings from a file, with flags overriding it.
 . test/fleet_lib.sh
 it_start_broker
 F="$B/tools/fmq_forge"
 P=7850
-it_agg rej --fleet rej --model logreg --cohort 3 --quorum 3 --round-ms 60000 \
-  --rounds 1 --holdout none --state-dir "$T/agg-rej" --log-level warning
+# The settings come from a configuration file (mosquitto.conf style), with
+# flags overriding it: the file's cohort of 5 becomes 3 on the command line.
+cat > "$T/agg.conf" <<EOC
+# fedmq-aggregator settings for it_reject
+fleet rej
+model logreg
+cohort 5
+round_ms 60000
+rounds 1
+holdout none
+log_level warning
+EOC
+it_agg rej --config "$T/agg.conf" --cohort 3 --quorum 3 --state-dir "$T/agg-rej"
 it_wait_line "$T/rej.log" "fleet rej, model logreg" 30
 sleep 0.3
 forge() { "$F" "$URI" "$CA" rej "$@" || fail "fmq_forge $*"; }
@@ -26,7 +38,7 @@ forge dev-c 1 1 $P good
 it_wait_pid $AGG_PID 30 || fail "aggregator failed"
 line=$(grep "^round 1:" "$T/rej.log") || fail "round 1 did not close"
 echo "  $line"
-echo "$line" | grep -q "3/3 devices" || fail "round 1 should count dev-a once, dev-b and dev-c"
+echo "$line" | grep -q "3/3 devices" || fail "round 1 should count dev-a once, dev-b and dev-c (cohort 3 from the flag over the file's 5)"
 for why in duplicate:2 nonfinite:1 model:1 malformed:1 too_large:1 fleet:1 inval:1 stale:1; do
   echo "$line" | grep -qi "$why" || fail "round 1 should count rejection $why"
 done
