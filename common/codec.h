@@ -236,7 +236,7 @@ typedef struct fmq_msg_signed {
 
 /* "sealed": an update sealed to the aggregator's key. ct is AES-256-GCM
  * ciphertext followed by its 16-byte tag. AAD and key derivation are in
- * SPEC.md §7 (common/crypto.h implements them). */
+ * SPEC.md §7 (common/trust.h implements them). */
 #define FMQ_EPK_LEN 65
 #define FMQ_IV_LEN 12
 #define FMQ_TAG_LEN 16
