@@ -151,23 +151,23 @@ void fmq_trust_rng_destroy(fmq_trust_rng **rp)
     *rp = NULL;
 }
 
-static pthread_once_t trust__default_once = PTHREAD_ONCE_INIT;
+/* The process-wide generator, made on first use. A failure to make it is
+ * not remembered: the next call tries again. */
+static pthread_mutex_t trust__default_mu = PTHREAD_MUTEX_INITIALIZER;
 static fmq_trust_rng *trust__default_rng;
-static fmq_err trust__default_err;
-
-static void trust__default_init(void)
-{
-    trust__default_err = fmq_trust_rng_new(&trust__default_rng);
-}
 
 /* The generator to use: rng, or the process-wide one. */
 static fmq_err trust__rng(fmq_trust_rng **rng)
 {
     if (*rng)
         return FMQ_OK;
-    pthread_once(&trust__default_once, trust__default_init);
+    fmq_err e = FMQ_OK;
+    pthread_mutex_lock(&trust__default_mu);
+    if (!trust__default_rng)
+        e = fmq_trust_rng_new(&trust__default_rng);
     *rng = trust__default_rng;
-    return trust__default_err;
+    pthread_mutex_unlock(&trust__default_mu);
+    return e;
 }
 
 /* ------------------------------------------------------------------ keys */
