@@ -1,0 +1,15 @@
+# it_trust_interop.sh — fedmq's signed and sealed envelopes (proto/SPEC.md
+# §7) against an independent implementation: test/trust_interop.py with
+# Debian's python3-cryptography and python3-msgpack drives
+# $FMQ_BUILD/tools/trust_tool both ways (C signs/seals, Python
+# verifies/opens, and the other way round).
+B="${FMQ_BUILD:-build}"
+PY="${PYTHON:-/usr/bin/python3}"
+TOOL="$B/tools/trust_tool"
+# check-it lists trust_tool among its prerequisites; build it here too
+# when run on its own (a no-op when it is up to date).
+env -u MAKEFLAGS -u MFLAGS make -s --no-print-directory BUILD="$B" "$TOOL" || exit 1
+T="$B/it/trust_interop"
+rm -rf "$T" && mkdir -p "$T" || exit 1
+"$PY" test/trust_interop.py "$TOOL" "$T" || { echo "it_trust_interop: FAILED"; exit 1; }
+rm -rf "$T"
