@@ -6,8 +6,8 @@
 B="${FMQ_BUILD:-build}"
 PY="${PYTHON:-/usr/bin/python3}"
 TOOL="$B/tools/trust_tool"
-# check-it lists trust_tool among its prerequisites; build it here too
-# when run on its own (a no-op when it is up to date).
+# Builds trust_tool when it is missing or stale (a no-op when check-it
+# already built it, and for a run of this script on its own).
 env -u MAKEFLAGS -u MFLAGS make -s --no-print-directory BUILD="$B" "$TOOL" || exit 1
 T="$B/it/trust_interop"
 rm -rf "$T" && mkdir -p "$T" || exit 1

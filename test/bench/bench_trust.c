@@ -141,7 +141,7 @@ int main(void)
     need(fmq_trust_key_generate(rng, &key), "key");
 
     printf("bench_trust: P-256 / SHA-256 / AES-256-GCM on mbedTLS; best of %d "
-           "trials of >= %.1f s\n", TRIALS, MIN_TRIAL_S);
+           "trials of >= %.2f s\n", TRIALS, MIN_TRIAL_S);
     printf("%-8s %-7s %9s %9s %10s %12s\n", "message", "op", "bytes", "ms",
            "x memcpy", "MB/s");
     double big[4], tiny[4];
