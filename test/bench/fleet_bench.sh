@@ -1,0 +1,185 @@
+#!/bin/sh
+# The runtime's round benchmark (issue 4): fedmq-aggregator and fedmq-sim
+# with N devices over a private Mosquitto, model mlp:128 (P = 101,770),
+# q8 updates, training replaced by one trivial step so that only the
+# runtime is measured; and in the same run, on the same broker, the raw
+# broker baseline (test/tools/raw_fleet.c: the same number and size of
+# messages with no fedmq logic), so that fedmq's overhead is a ratio.
+#
+#   test/bench/fleet_bench.sh [BUILD]
+#
+# Environment: FLEET_N (default "10 50 1000"), FLEET_MODES (default
+# "tcp tls"), FLEET_ROUNDS (rounds per run, default 12; 6 for N >= 500).
+#
+# Per (mode, N) it prints
+#   period   median seconds from one round's close to the next (rounds 2..),
+#            as seen on the aggregator's output: everything a round costs —
+#            devices receiving and decoding the global, training, quantizing,
+#            publishing; the aggregator validating and averaging, its
+#            checkpoint (fsync), encoding and publishing the next global
+#   agg_sec  the aggregator's own round seconds (its progress line: global
+#            published to round closed), median of rounds 2..
+#   raw      raw_fleet's median round (global published to N-th update)
+#   ratio    period / raw
+#   up, down payload bytes per device per round (fedmq-sim's MQTT counters)
+#   agg RSS  aggregator peak RSS; sim RSS fedmq-sim's peak RSS (all N
+#            devices and the Fashion-MNIST training set they share)
+# and, last, the per-device memory: the sim's RSS growth per device between
+# the smallest and the largest N, beside raw_fleet's (an MQTT client alone),
+# and the targets of issue 4 for N = 50, each met or missed.
+# Logs stay in BUILD/bench/fleet/.
+set -eu
+BUILD=${1:-build}
+NS=${FLEET_N:-"10 50 1000"}
+MODES=${FLEET_MODES:-"tcp tls"}
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+here=$(cd "$(dirname "$0")/../.." && pwd)
+AGG=$BUILD/bin/fedmq-aggregator
+SIM=$BUILD/bin/fedmq-sim
+RAW=$BUILD/tools/raw_fleet
+for b in "$AGG" "$SIM" "$RAW"; do
+  [ -x "$b" ] || { echo "fleet_bench: build $b first (make bench)" >&2; exit 1; }
+done
+out=$BUILD/bench/fleet
+rm -rf "$out"
+mkdir -p "$out"
+tmp=$(mktemp -d /tmp/fedmq-fleet.XXXXXX)
+cleanup() {
+  for m in tcp tls; do
+    [ -f "$tmp/broker-$m/pid" ] && sh "$here/deploy/broker.sh" stop "$tmp/broker-$m" >/dev/null 2>&1
+  done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+# Prefix each line read with a monotonic timestamp (seconds).
+stamp() {
+  "$PY" -u -c 'import sys, time
+for line in sys.stdin:
+    sys.stdout.write("%.6f %s" % (time.monotonic(), line))
+    sys.stdout.flush()'
+}
+
+res=$out/results.txt
+: >"$res"
+printf '%-4s %5s %8s %8s %8s %6s %9s %9s %8s %8s\n' mode N period agg_sec raw \
+  ratio up_KB down_KB aggRSS simRSS
+for mode in $MODES; do
+  bdir=$tmp/broker-$mode
+  if [ "$mode" = tls ]; then
+    sh "$here/deploy/broker.sh" start "$bdir" --tls --watch $$ >/dev/null
+    uri=mqtts://127.0.0.1:$(cat "$bdir/port")
+    ca="--ca $bdir/certs/ca.crt"
+  else
+    sh "$here/deploy/broker.sh" start "$bdir" --watch $$ >/dev/null
+    uri=mqtt://127.0.0.1:$(cat "$bdir/port")
+    ca=""
+  fi
+  for n in $NS; do
+    if [ -n "${FLEET_ROUNDS:-}" ]; then rounds=$FLEET_ROUNDS
+    elif [ "$n" -ge 500 ]; then rounds=6
+    else rounds=12; fi
+    fl=fb-$mode-$n
+    log=$out/$mode-$n
+    # shellcheck disable=SC2086
+    { "$AGG" --broker "$uri" $ca --fleet "$fl" --model mlp:128 --scheme q8 \
+        --holdout none --cohort "$n" --round-ms 600000 --rounds "$rounds" \
+        --state-dir "$tmp/agg-$fl" 2>"$log.agg.err" | stamp >"$log.agg"; } &
+    aggjob=$!
+    # the aggregator publishes its first global once connected; devices
+    # that connect later get it as the retained message
+    # shellcheck disable=SC2086
+    "$SIM" --broker "$uri" $ca --fleet "$fl" --devices "$n" --parties "$n" \
+        --trainer trivial --until-round $((rounds + 1)) --max-seconds 900 \
+        >"$log.sim" 2>"$log.sim.err" || {
+      echo "fleet_bench: fedmq-sim failed ($mode, N=$n); see $log.sim.err" >&2
+      tail -5 "$log.sim.err" >&2; exit 1; }
+    wait $aggjob || { echo "fleet_bench: aggregator failed ($mode, N=$n)" >&2
+                      tail -5 "$log.agg.err" >&2; exit 1; }
+    if ! grep -q 'summary:' "$log.agg"; then
+      echo "fleet_bench: the aggregator did not finish ($mode, N=$n); see $log.agg" >&2
+      exit 1
+    fi
+    # the same messages with no fedmq logic: the global's and the
+    # update's mean sizes as fedmq sent them
+    sizes=$("$PY" - "$log.sim" "$n" "$rounds" <<'EOF'
+import re, sys
+s = open(sys.argv[1]).read()
+n, r = int(sys.argv[2]), int(sys.argv[3])
+m = re.search(r"(\d+) updates trained.*bytes up (\d+), down (\d+)", s)
+tr, up, down = int(m.group(1)), int(m.group(2)), int(m.group(3))
+print(round(up / tr), round(down / (n * (r + 1))))
+EOF
+)
+    usz=${sizes% *}
+    gsz=${sizes#* }
+    # shellcheck disable=SC2086
+    "$RAW" --broker "$uri" $ca --fleet "$fl" --devices "$n" --rounds "$rounds" \
+        --global-bytes "$gsz" --update-bytes "$usz" >"$log.raw" 2>"$log.raw.err" || {
+      echo "fleet_bench: raw_fleet failed ($mode, N=$n); see $log.raw.err" >&2
+      tail -5 "$log.raw.err" >&2; exit 1; }
+    "$PY" - "$log" "$mode" "$n" "$rounds" >>"$res" <<'EOF'
+import re, statistics, sys
+log, mode, n, r = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+closes, secs = {}, {}
+for line in open(log + ".agg"):
+    m = re.match(r"(\S+) round (\d+): .*, ([0-9.]+) s$", line)
+    if m:
+        closes[int(m.group(2))] = float(m.group(1))
+        secs[int(m.group(2))] = float(m.group(3))
+    m = re.search(r"peak RSS ([0-9.]+) MB", line)
+    if m:
+        agg_rss = float(m.group(1))
+rounds = sorted(closes)
+period = statistics.median(closes[k] - closes[k - 1] for k in rounds[1:])
+agg_sec = statistics.median(secs[k] for k in rounds[1:])
+s = open(log + ".sim").read()
+m = re.search(r"(\d+) updates trained.*bytes up (\d+), down (\d+); peak RSS "
+              r"([0-9.]+) MB", s)
+tr, up, down, sim_rss = (int(m.group(1)), int(m.group(2)), int(m.group(3)),
+                         float(m.group(4)))
+m = re.search(r"median ([0-9.]+) s per round.*peak RSS ([0-9.]+) MB",
+              open(log + ".raw").read())
+raw, raw_rss = float(m.group(1)), float(m.group(2))
+print(mode, n, "%.4f" % period, "%.4f" % agg_sec, "%.4f" % raw,
+      "%.2f" % (period / raw), "%.1f" % (up / tr / 1000),
+      "%.1f" % (down / (n * (r + 1)) / 1000), agg_rss, sim_rss, raw_rss)
+EOF
+    tail -1 "$res" | awk '{printf "%-4s %5s %8s %8s %8s %6s %9s %9s %8s %8s\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10}'
+  done
+  sh "$here/deploy/broker.sh" stop "$bdir" >/dev/null
+done
+
+"$PY" - "$res" <<'EOF'
+import sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+by = {(r[0], int(r[1])): r for r in rows}
+ns = sorted({int(r[1]) for r in rows})
+print()
+if len(ns) >= 2:
+    lo, hi = ns[0], ns[-1]
+    for mode in sorted({r[0] for r in rows}):
+        if (mode, lo) in by and (mode, hi) in by:
+            a, b = by[(mode, lo)], by[(mode, hi)]
+            dev = (float(b[9]) - float(a[9])) / (hi - lo)
+            raw = (float(b[10]) - float(a[10])) / (hi - lo)
+            print("%s: per-device RSS %.2f MB (fedmq-sim, N=%d..%d), raw MQTT "
+                  "client %.2f MB, fedmq beyond the client %.2f MB"
+                  % (mode, dev, lo, hi, raw, dev - raw))
+            by[(mode, "dev")] = dev - raw
+def target(what, ok):
+    print("target %-52s %s" % (what, "met" if ok else "MISSED"))
+for mode, lim in (("tcp", 0.08), ("tls", 0.16)):
+    r = by.get((mode, 50))
+    if not r:
+        continue
+    target("N=50 %s: period %ss <= %.2f s" % (mode, r[2], lim), float(r[2]) <= lim)
+    target("N=50 %s: period/raw %s <= 1.5" % (mode, r[5]), float(r[5]) <= 1.5)
+    target("N=50 %s: up %s KB <= 104 KB" % (mode, r[6]), float(r[6]) <= 104)
+    target("N=50 %s: aggregator RSS %s MB <= 32 MB" % (mode, r[8]),
+           float(r[8]) <= 32)
+    if (mode, "dev") in by:
+        target("%s: per-device overhead %.2f MB <= 4 MB" % (mode, by[(mode, "dev")]),
+               by[(mode, "dev")] <= 4)
+EOF
