@@ -201,6 +201,45 @@ static inline uint16_t load_u16le(const uint8_t *p)
 
 /* ----------------------------------------------------------------- check */
 
+/* The scans below run over every parameter of every message (a device's
+ * global, the aggregator's updates), so they are written without an early
+ * exit inside the inner loop, which lets GCC vectorise them: a float is
+ * finite iff its exponent bits are not all ones. */
+#define FMQ__SCAN_CHUNK 4096u
+
+static bool f32le_all_finite(const uint8_t *c, uint32_t n)
+{
+    for (uint32_t start = 0; start < n; start += FMQ__SCAN_CHUNK) {
+        uint32_t end = n - start < FMQ__SCAN_CHUNK ? n : start + FMQ__SCAN_CHUNK;
+        uint32_t bad = 0;
+        for (uint32_t i = start; i < end; i++) {
+            const uint8_t *p = c + 4 * (size_t)i;
+            uint32_t u = (uint32_t)p[0] | (uint32_t)p[1] << 8 |
+                         (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+            bad |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+        }
+        if (bad)
+            return false;
+    }
+    return true;
+}
+
+static bool f32_all_finite(const float *x, uint32_t n)
+{
+    for (uint32_t start = 0; start < n; start += FMQ__SCAN_CHUNK) {
+        uint32_t end = n - start < FMQ__SCAN_CHUNK ? n : start + FMQ__SCAN_CHUNK;
+        uint32_t bad = 0;
+        for (uint32_t i = start; i < end; i++) {
+            uint32_t u;
+            memcpy(&u, &x[i], 4);
+            bad |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+        }
+        if (bad)
+            return false;
+    }
+    return true;
+}
+
 fmq_err fmq_quant_check(const fmq_qtensor *q)
 {
     if (!q || !scheme_ok(q->scheme))
@@ -225,9 +264,8 @@ fmq_err fmq_quant_check(const fmq_qtensor *q)
                 return FMQ_ERR_BAD_VALUE;
         }
     } else if (q->scheme == FMQ_Q_F32) {
-        for (uint32_t i = 0; i < q->n; i++)
-            if (!isfinite(fmq_load_f32le(q->codes + 4 * (size_t)i)))
-                return FMQ_ERR_NONFINITE;
+        if (!f32le_all_finite(q->codes, q->n))
+            return FMQ_ERR_NONFINITE;
     } else { /* f16: exponent all ones is inf or NaN */
         for (uint32_t i = 0; i < q->n; i++)
             if ((load_u16le(q->codes + 2 * (size_t)i) & 0x7c00u) == 0x7c00u)
@@ -266,6 +304,23 @@ static inline int round_code(double t, int lim, fmq_rng *rng)
     return (int)r;
 }
 
+/* Nearest, ties to even, as nearbyint() in the default rounding mode (the
+ * only one fedmq runs in): adding and subtracting 1.5 * 2^52 leaves t
+ * rounded to an integer for |t| < 2^51 (here |t| <= 127 * (1 + 2^-23)).
+ * Written inline because the libm call kept this loop scalar; it gives the
+ * same codes bit for bit (test_quant, proto/vectors). */
+static void q8_nearest(const float *restrict x, uint32_t len, double inv,
+                       uint8_t *restrict codes)
+{
+    const double magic = 6755399441055744.0;
+    for (uint32_t j = 0; j < len; j++) {
+        double r = ((double)x[j] * inv + magic) - magic;
+        r = r > 127 ? 127 : r;
+        r = r < -127 ? -127 : r;
+        codes[j] = (uint8_t)(int32_t)r;
+    }
+}
+
 // x is (n,), codes is (n,) int8, scales is (ceil(n/B),)
 static void enc_q8(const float *x, uint32_t n, uint32_t B, fmq_rng *rng,
                    uint8_t *codes, uint8_t *scales)
@@ -277,9 +332,13 @@ static void enc_q8(const float *x, uint32_t n, uint32_t B, fmq_rng *rng,
         if (s == 0) /* zero block (or a max below 127 * FLT_TRUE_MIN) */
             continue;
         double inv = 1.0 / s;
-        for (uint32_t j = 0; j < len; j++)
-            codes[start + j] =
-                (uint8_t)(int8_t)round_code(x[start + j] * inv, 127, rng);
+        if (rng) {
+            for (uint32_t j = 0; j < len; j++)
+                codes[start + j] =
+                    (uint8_t)(int8_t)round_code(x[start + j] * inv, 127, rng);
+            continue;
+        }
+        q8_nearest(x + start, len, inv, codes + start);
     }
 }
 
@@ -345,9 +404,8 @@ fmq_err fmq_quant_encode(const fmq_quant_cfg *cfg, const float *x, uint32_t n,
     bool stoch = cfg->stochastic && fmq_scheme_has_scales(cfg->scheme);
     if (stoch && !rng)
         return FMQ_ERR_INVAL;
-    for (uint32_t i = 0; i < n; i++)
-        if (!isfinite(x[i]))
-            return FMQ_ERR_NONFINITE;
+    if (!f32_all_finite(x, n))
+        return FMQ_ERR_NONFINITE;
     if (cfg->scheme == FMQ_Q_F16)
         for (uint32_t i = 0; i < n; i++)
             if (fabsf(x[i]) >= 65520.0f) /* would become infinity */
@@ -578,10 +636,13 @@ double fmq_quant_sqnorm(const fmq_qtensor *q)
         double s = fmq_load_f32le(q->scales + 4 * (size_t)b);
         double sum = 0; /* sum of code^2 in the block, exact in double */
         if (q->scheme == FMQ_Q_Q8) {
-            for (uint32_t i = start; i < start + len; i++) {
-                double c = (int8_t)q->codes[i];
-                sum += c * c;
-            }
+            /* exact in 64-bit integers (each term <= 2^14), and
+             * vectorisable, unlike a running double sum */
+            const int8_t *cb = (const int8_t *)q->codes + start;
+            int64_t isum = 0;
+            for (uint32_t i = 0; i < len; i++)
+                isum += (int32_t)cb[i] * (int32_t)cb[i];
+            sum = (double)isum;
         } else if (q->scheme == FMQ_Q_Q4) {
             for (uint32_t i = start; i < start + len; i++) {
                 double c = q4_code(q->codes, i);

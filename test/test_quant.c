@@ -314,6 +314,78 @@ static void round_trip_error_is_within_half_a_step(void **state)
     }
 }
 
+/* The q8 encoder's inline rounding is nearbyint's (ties to even), code for
+ * code, including exact ties; the sum of squares is the exact one. */
+static void q8_nearest_codes_equal_nearbyint_and_sqnorm_is_exact(void **state)
+{
+    (void)state;
+    enum { N = 20000, B = 256 };
+    float *x = malloc(N * sizeof *x);
+    assert_non_null(x);
+    fmq_rng rng;
+    fmq_rng_seed(&rng, 42);
+    for (uint32_t i = 0; i < N; i++)
+        x[i] = (float)((fmq_rng_double(&rng) - 0.5) * ldexp(1, (int)(i % 40) - 20));
+    /* a block of exact ties: scale 1 (max 127), values k + 0.5 */
+    x[0] = 127;
+    for (uint32_t j = 1; j < B; j++)
+        x[j] = (float)((int)(j % 254) - 127) + 0.5f;
+    fmq_quant_cfg c = {FMQ_Q_Q8, B, false};
+    fmq_qtensor q;
+    assert_int_equal(fmq_quant_encode(&c, x, N, NULL, &q), FMQ_OK);
+    double want_sq = 0;
+    for (uint32_t start = 0, b = 0; start < N; start += B, b++) {
+        uint32_t len = N - start < B ? N - start : B;
+        float s = fmq_load_f32le(q.scales + 4 * (size_t)b);
+        double inv = 1.0 / s;
+        for (uint32_t j = start; j < start + len; j++) {
+            double r = nearbyint(x[j] * inv);
+            r = r > 127 ? 127 : r < -127 ? -127 : r;
+            if ((int8_t)q.codes[j] != (int)r)
+                fail_msg("code %u: %d, nearbyint gives %d", j,
+                         (int8_t)q.codes[j], (int)r);
+            double v = (double)s * (int8_t)q.codes[j];
+            want_sq += v * v;
+        }
+    }
+    /* ties went to the even neighbour */
+    assert_int_equal((int8_t)q.codes[1], -126); /* -125.5 */
+    assert_int_equal((int8_t)q.codes[2], -124); /* -124.5 */
+    assert_true(fabs(fmq_quant_sqnorm(&q) - want_sq) <= 1e-12 * want_sq);
+    fmq_qtensor_fini(&q);
+    free(x);
+}
+
+/* A non-finite value is found wherever it is, also at the edges of the
+ * scanners' chunks, by the encoder and by fmq_quant_check. */
+static void non_finite_values_are_found_at_every_position(void **state)
+{
+    (void)state;
+    enum { N = 10000 };
+    float *x = calloc(N, sizeof *x);
+    assert_non_null(x);
+    static const uint32_t at[] = {0, 1, 4095, 4096, 4097, 8191, 8192, N - 1};
+    fmq_quant_cfg c8 = {FMQ_Q_Q8, 64, false}, c32 = {FMQ_Q_F32, 0, false};
+    for (size_t k = 0; k < sizeof at / sizeof at[0]; k++) {
+        for (int kind = 0; kind < 2; kind++) {
+            x[at[k]] = kind ? -INFINITY : NAN;
+            fmq_qtensor q;
+            assert_int_equal(fmq_quant_encode(&c8, x, N, NULL, &q),
+                             FMQ_ERR_NONFINITE);
+            x[at[k]] = 1;
+            assert_int_equal(fmq_quant_encode(&c32, x, N, NULL, &q), FMQ_OK);
+            assert_int_equal(fmq_quant_check(&q), FMQ_OK);
+            /* poison the encoded tensor in place: the check must see it */
+            fmq_store_f32le(q.owned + 4 * (size_t)at[k],
+                            kind ? INFINITY : NAN);
+            assert_int_equal(fmq_quant_check(&q), FMQ_ERR_NONFINITE);
+            fmq_qtensor_fini(&q);
+            x[at[k]] = 0;
+        }
+    }
+    free(x);
+}
+
 static void non_finite_input_is_refused_and_leaves_nothing(void **state)
 {
     (void)state;
@@ -680,6 +752,8 @@ int main(void)
         cmocka_unit_test(f16_rounding_picks_the_nearest_half),
         cmocka_unit_test(round_trip_error_is_within_half_a_step),
         cmocka_unit_test(non_finite_input_is_refused_and_leaves_nothing),
+        cmocka_unit_test(non_finite_values_are_found_at_every_position),
+        cmocka_unit_test(q8_nearest_codes_equal_nearbyint_and_sqnorm_is_exact),
         cmocka_unit_test(stochastic_rounding_is_unbiased),
         cmocka_unit_test(stochastic_rounding_is_reproducible_from_the_seed),
         cmocka_unit_test(error_feedback_sends_what_rounding_dropped),
