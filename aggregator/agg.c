@@ -42,6 +42,7 @@ struct fmq_agg {
     seen *seen;
     uint32_t nseen, capseen;
     bool resumed, dirty;
+    fmq_buf plain; /* scratch: an opened update, or a global to sign */
 };
 
 uint64_t fmq_agg_round(const fmq_agg *a) { return a->round; }
@@ -223,6 +224,14 @@ fmq_err fmq_agg_open(const fmq_agg_cfg *cfg, fmq_agg **out)
                     "scheme f32 or f16)");
         return FMQ_ERR_CONFIG;
     }
+    if ((cfg->sign_key && !fmq_trust_key_has_private(cfg->sign_key)) ||
+        (cfg->seal_key && !fmq_trust_key_has_private(cfg->seal_key)) ||
+        (cfg->require_seal && !cfg->seal_key)) {
+        fmq_log_err("aggregator: bad trust configuration (the signing and "
+                    "sealing keys must be private keys; requiring sealed "
+                    "updates needs a sealing key)");
+        return FMQ_ERR_CONFIG;
+    }
     fmq_agg *a = fmq_calloc(1, sizeof *a);
     if (!a)
         return FMQ_ERR_NOMEM;
@@ -235,6 +244,7 @@ fmq_err fmq_agg_open(const fmq_agg_cfg *cfg, fmq_agg **out)
     a->cfg.model = a->model;
     a->cfg.state_dir = a->state_dir[0] ? a->state_dir : NULL;
     a->cfg.init = NULL;
+    fmq_buf_init(&a->plain);
     fmq_err e = fmq_nn_new(cfg->model, cfg->in_c, cfg->in_h, cfg->in_w,
                            cfg->classes, &a->nn);
     if (e)
@@ -286,6 +296,7 @@ void fmq_agg_destroy(fmq_agg **ap)
     fmq_nn_destroy(&a->nn);
     fmq_fedavg_fini(&a->fa);
     fmq_free(a->seen);
+    fmq_buf_fini(&a->plain);
     fmq_free(a);
     *ap = NULL;
 }
@@ -315,8 +326,18 @@ fmq_err fmq_agg_encode_global(fmq_agg *a, uint64_t now_ms, fmq_buf *out)
     fmq_quant_cfg qc = {a->cfg.global_scheme, 0, false};
     fmq_err e = fmq_quant_encode(&qc, fmq_nn_params(a->nn), a->P, NULL,
                                  &g.weights);
-    if (!e)
+    if (!e && !a->cfg.sign_key)
         e = fmq_codec_encode_global(&g, out);
+    if (!e && a->cfg.sign_key) {
+        fmq_buf_reset(&a->plain);
+        e = fmq_codec_encode_global(&g, &a->plain);
+        if (!e)
+            e = fmq_trust_sign(a->cfg.sign_key, NULL, a->plain.data,
+                               a->plain.len, out);
+        if (e)
+            fmq_log_err("aggregator: round %llu: signing the global: %s",
+                        (unsigned long long)a->round, fmq_strerror(e));
+    }
     fmq_qtensor_fini(&g.weights);
     fmq_msg_global_fini(&g);
     return e;
@@ -377,9 +398,33 @@ fmq_err fmq_agg_on_update(fmq_agg *a, const char *topic, const uint8_t *buf,
     fmq_codec_limits lim = fmq_codec_limits_default();
     lim.max_n = a->P;
     lim.max_msg = (size_t)a->P * 4 + 65536;
-    fmq_msg_update u;
     fmq_codec_detail det = {{0}};
-    fmq_err e = fmq_codec_decode_update(buf, len, &lim, &u, &det);
+    fmq_err e;
+    /* Open a sealed update (SPEC §7.2) for the device the TOPIC names:
+     * moved to another device's topic, or with its round changed, it does
+     * not open. Sealing required: anything else is refused here. */
+    bool sealed = a->cfg.require_seal;
+    if (!sealed && a->cfg.seal_key) {
+        fmq_msg_type t = FMQ_MSG_UNKNOWN;
+        sealed = fmq_codec_peek(buf, len, &lim, &t, NULL) == FMQ_OK &&
+                 t == FMQ_MSG_SEALED;
+    }
+    uint64_t sealed_round = 0;
+    if (sealed) {
+        fmq_buf_reset(&a->plain);
+        e = fmq_trust_open(a->cfg.seal_key, NULL, a->fleet, tdev, buf, len,
+                           &lim, &a->plain, &sealed_round, &det);
+        if (e) {
+            if (e == FMQ_ERR_SEAL && strncmp(det.what, "unsealed", 8) == 0)
+                snprintf(det.what, sizeof det.what, "an unsealed update "
+                         "(sealing is required; --no-seal accepts them)");
+            return reject(a, e, tdev, det.what, v);
+        }
+        buf = a->plain.data;
+        len = a->plain.len;
+    }
+    fmq_msg_update u;
+    e = fmq_codec_decode_update(buf, len, &lim, &u, &det);
     if (e)
         return reject(a, e, tdev, det.what, v);
     if (strcmp(u.fleet, a->fleet) != 0) {
@@ -389,6 +434,12 @@ fmq_err fmq_agg_on_update(fmq_agg *a, const char *topic, const uint8_t *buf,
     if (strcmp(u.device, tdev) != 0) {
         snprintf(what, sizeof what, "says it is %s", u.device);
         return reject(a, FMQ_ERR_INVAL, tdev, what, v);
+    }
+    if (sealed && u.round != sealed_round) {
+        snprintf(what, sizeof what, "sealed for round %llu, the update "
+                 "inside says round %llu", (unsigned long long)sealed_round,
+                 (unsigned long long)u.round);
+        return reject(a, FMQ_ERR_SEAL, tdev, what, v);
     }
     if (u.delta.n != a->P) {
         snprintf(what, sizeof what, "%u values, model has %u", u.delta.n,

@@ -32,6 +32,7 @@
 
 #include "codec.h"
 #include "data.h"
+#include "trust.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -55,6 +56,20 @@ typedef struct fmq_agg_cfg {
     fmq_scheme global_scheme;         /* w as f32 or f16 */
     const char *state_dir;            /* checkpoint directory; NULL = none */
     const float *init;                /* (P,) initial weights; NULL = seed */
+    /* Trust (proto/SPEC.md §7). Keys are borrowed and must outlive the
+     * aggregator; both must hold a private key (else FMQ_ERR_CONFIG).
+     *   sign_key      every global goes out in a `signed` envelope with
+     *                 this key's kid; NULL = unsigned globals (debugging
+     *                 only: devices refuse them unless told not to verify).
+     *   seal_key      sealed updates are opened with it; it may be the
+     *                 same key as sign_key (fedmq-aggregator's default).
+     *   require_seal  a plain (unsealed) update is rejected with reason
+     *                 `seal`; needs seal_key. false (--no-seal, debugging):
+     *                 plain updates are accepted, and sealed ones are
+     *                 still opened when seal_key is set. */
+    const fmq_trust_key *sign_key;
+    const fmq_trust_key *seal_key;
+    bool require_seal;
 } fmq_agg_cfg;
 
 typedef struct fmq_agg fmq_agg;
@@ -72,8 +87,10 @@ const float *fmq_agg_weights(const fmq_agg *a);
 /* true when the round's state came from a checkpoint (a restart). */
 bool fmq_agg_resumed(const fmq_agg *a);
 
-/* The global message of the current round; the first call of a round
- * fixes its deadline at now_ms + round_ms. */
+/* The global message of the current round, appended to out: inside a
+ * `signed` envelope when cfg.sign_key is set (deterministic signature:
+ * the same round, version, weights and timestamp give the same bytes).
+ * The first call of a round fixes its deadline at now_ms + round_ms. */
 FMQ_NODISCARD fmq_err fmq_agg_encode_global(fmq_agg *a, uint64_t now_ms,
                                             fmq_buf *out);
 
@@ -85,13 +102,24 @@ typedef enum {
 } fmq_agg_verdict;
 
 /* Validate and fold in one update that arrived on `topic`
- * (fedmq/<fleet>/update/<device>). Returns FMQ_OK with *v COUNTED, FOLDED
- * or DROPPED, or the reason it was rejected (*v REJECTED): a decode error,
+ * (fedmq/<fleet>/update/<device>). The device is the topic's; a sealed
+ * update is opened for (this fleet, that device, the envelope's round)
+ * with cfg.seal_key and its inner fl, dev and r must equal them (SPEC
+ * §7.2). Returns FMQ_OK with *v COUNTED, FOLDED or DROPPED, or the reason
+ * it was rejected (*v REJECTED): a decode error (of the envelope or of the
+ * update inside), FMQ_ERR_SEAL (an unsealed update when sealing is
+ * required, an envelope that does not open: moved to another device's
+ * topic, r changed, tampered; or an inner r that is not the envelope's),
+ * FMQ_ERR_KEY (sealed to another key),
  * FMQ_ERR_FLEET, FMQ_ERR_INVAL (device does not match the topic),
  * FMQ_ERR_STALE (older than max staleness... or from the future),
  * FMQ_ERR_DUPLICATE, FMQ_ERR_MODEL (wrong size), FMQ_ERR_NONFINITE,
  * FMQ_ERR_NORM. Every rejection is counted by reason and logged; nothing
- * else changes. */
+ * else changes. Replays: a sealed update replayed unchanged into a later
+ * round still opens (its round is bound in) and is a `duplicate` while
+ * that (device, round) is remembered (max_staleness + 1 rounds), a late
+ * drop after, never counted twice; with its r changed to the current
+ * round, or moved to another device's topic, it does not open (`seal`). */
 FMQ_NODISCARD fmq_err fmq_agg_on_update(fmq_agg *a, const char *topic,
                                         const uint8_t *buf, size_t len,
                                         uint64_t now_ms, fmq_agg_verdict *v);

@@ -4,7 +4,12 @@
  * count, the round going on), counting once per (device, round), closing
  * on the cohort or at the deadline with the quorum (extending without it),
  * the late-update policies, the sample-weighted average, and resuming from
- * a checkpoint without counting anything twice.
+ * a checkpoint without counting anything twice. Trust (SPEC §7): the
+ * global is signed with the aggregator's key; sealed updates open only for
+ * the device of their topic and their round, sealed to this key; a
+ * replay is a duplicate (also after a restart) or does not open; an
+ * unsealed update is refused when sealing is required. The cases without
+ * keys are the --no-sign --no-seal configuration.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -71,6 +76,259 @@ static fmq_err send(fmq_agg *a, const char *dev, uint64_t round,
     fmq_err e = fmq_agg_on_update(a, topic, b.data, b.len, 0, v);
     fmq_buf_fini(&b);
     return e;
+}
+
+/* ----------------------------------------------------------- trust */
+
+static fmq_trust_key *agg_key, *other_key;
+
+static int keys_setup(void **state)
+{
+    (void)state;
+    if (fmq_trust_key_generate(NULL, &agg_key) ||
+        fmq_trust_key_generate(NULL, &other_key))
+        return -1;
+    return 0;
+}
+
+static int keys_teardown(void **state)
+{
+    (void)state;
+    fmq_trust_key_destroy(&agg_key);
+    fmq_trust_key_destroy(&other_key);
+    return 0;
+}
+
+static fmq_agg_cfg trust_cfg(void)
+{
+    fmq_agg_cfg c = base_cfg();
+    c.sign_key = agg_key;
+    c.seal_key = agg_key;
+    c.require_seal = true;
+    return c;
+}
+
+/* An update of dev for (round, version) sealed to `to` for (fleet,
+ * sdev, sround): the honest device has sdev = dev, sround = round. */
+static void make_sealed(fmq_buf *out, const fmq_trust_key *to,
+                        const char *dev, uint64_t round, uint64_t version,
+                        const char *sdev, uint64_t sround)
+{
+    fmq_buf plain;
+    make_update(&plain, "f1", dev, round, version, 10, 0.01f, P);
+    fmq_buf_init(out);
+    assert_int_equal(fmq_trust_seal(to, NULL, "f1", sdev, sround, plain.data,
+                                    plain.len, out),
+                     FMQ_OK);
+    fmq_buf_fini(&plain);
+}
+
+/* The same envelope with its clear `r` set to round (what an attacker
+ * can change without the key). */
+static void rewrite_round(fmq_buf *b, uint64_t round)
+{
+    fmq_msg_sealed m;
+    assert_int_equal(fmq_codec_decode_sealed(b->data, b->len, NULL, &m, NULL),
+                     FMQ_OK);
+    m.round = round;
+    fmq_buf nb;
+    fmq_buf_init(&nb);
+    assert_int_equal(fmq_codec_encode_sealed(&m, &nb), FMQ_OK);
+    fmq_buf_fini(b);
+    *b = nb;
+}
+
+static fmq_err post(fmq_agg *a, const char *topic_dev, const fmq_buf *b,
+                    fmq_agg_verdict *v)
+{
+    char topic[128];
+    snprintf(topic, sizeof topic, "fedmq/f1/update/%s", topic_dev);
+    return fmq_agg_on_update(a, topic, b->data, b->len, 0, v);
+}
+
+static uint64_t reason_count(const fmq_agg_report *r, const char *why)
+{
+    for (uint32_t i = 0; i < r->nreasons; i++)
+        if (strcmp(r->reasons[i].reason, why) == 0)
+            return r->reasons[i].count;
+    return 0;
+}
+
+static void the_global_is_signed_with_the_aggregator_key(void **state)
+{
+    (void)state;
+    fmq_agg_cfg c = trust_cfg();
+    fmq_agg *a;
+    assert_int_equal(fmq_agg_open(&c, &a), FMQ_OK);
+    fmq_buf b, b2;
+    fmq_buf_init(&b);
+    fmq_buf_init(&b2);
+    assert_int_equal(fmq_agg_encode_global(a, 5000, &b), FMQ_OK);
+    fmq_trust_key *pub;
+    assert_int_equal(fmq_trust_key_public_of(agg_key, &pub), FMQ_OK);
+    const fmq_trust_key *ks[] = {pub};
+    const uint8_t *body;
+    size_t blen;
+    assert_int_equal(fmq_trust_verify(ks, 1, b.data, b.len, NULL, &body,
+                                      &blen, NULL),
+                     FMQ_OK);
+    fmq_msg_global g;
+    assert_int_equal(fmq_codec_decode_global(body, blen, NULL, &g, NULL),
+                     FMQ_OK);
+    assert_int_equal(g.round, 1);
+    assert_int_equal(g.weights.n, P);
+    fmq_msg_global_fini(&g);
+    /* deterministic: the same round and time give the same bytes */
+    assert_int_equal(fmq_agg_encode_global(a, 5000, &b2), FMQ_OK);
+    assert_int_equal(b.len, b2.len);
+    assert_memory_equal(b.data, b2.data, b.len);
+    /* another key does not verify it */
+    fmq_trust_key *opub;
+    assert_int_equal(fmq_trust_key_public_of(other_key, &opub), FMQ_OK);
+    const fmq_trust_key *oks[] = {opub};
+    assert_int_equal(fmq_trust_verify(oks, 1, b.data, b.len, NULL, &body,
+                                      &blen, NULL),
+                     FMQ_ERR_KEY);
+    fmq_trust_key_destroy(&opub);
+    /* a public key cannot sign or open: refused at open */
+    fmq_agg_cfg bad = trust_cfg();
+    bad.sign_key = pub;
+    fmq_agg *x;
+    fmq_log_set_level(FMQ_LOG_ERR);
+    assert_int_equal(fmq_agg_open(&bad, &x), FMQ_ERR_CONFIG);
+    bad = trust_cfg();
+    bad.seal_key = NULL;
+    assert_int_equal(fmq_agg_open(&bad, &x), FMQ_ERR_CONFIG);
+    fmq_log_set_level(FMQ_LOG_NOTICE);
+    fmq_trust_key_destroy(&pub);
+    fmq_buf_fini(&b);
+    fmq_buf_fini(&b2);
+    fmq_agg_destroy(&a);
+}
+
+static void sealed_updates_open_only_for_their_topic_round_and_key(void **s)
+{
+    (void)s;
+    fmq_log_set_level(FMQ_LOG_ERR);
+    fmq_agg_cfg c = trust_cfg();
+    fmq_agg *a;
+    assert_int_equal(fmq_agg_open(&c, &a), FMQ_OK);
+    fmq_agg_verdict v;
+    fmq_buf b;
+    /* unsealed, when sealing is required */
+    make_update(&b, "f1", "d1", 1, 1, 10, 0.01f, P);
+    assert_int_equal(post(a, "d1", &b, &v), FMQ_ERR_SEAL);
+    assert_int_equal(v, FMQ_AGG_REJECTED);
+    fmq_buf_fini(&b);
+    /* d2's sealed update republished on d1's topic */
+    make_sealed(&b, agg_key, "d2", 1, 1, "d2", 1);
+    assert_int_equal(post(a, "d1", &b, &v), FMQ_ERR_SEAL);
+    fmq_buf_fini(&b);
+    /* sealed to another key */
+    make_sealed(&b, other_key, "d1", 1, 1, "d1", 1);
+    assert_int_equal(post(a, "d1", &b, &v), FMQ_ERR_KEY);
+    fmq_buf_fini(&b);
+    /* its clear round changed */
+    make_sealed(&b, agg_key, "d1", 1, 1, "d1", 1);
+    rewrite_round(&b, 2);
+    assert_int_equal(post(a, "d1", &b, &v), FMQ_ERR_SEAL);
+    fmq_buf_fini(&b);
+    /* sealed for round 2 by a device whose update says round 1 */
+    make_sealed(&b, agg_key, "d1", 1, 1, "d1", 2);
+    assert_int_equal(post(a, "d1", &b, &v), FMQ_ERR_SEAL);
+    fmq_buf_fini(&b);
+    /* one that says it is d9 inside, sealed for d1's topic */
+    make_sealed(&b, agg_key, "d9", 1, 1, "d1", 1);
+    assert_int_equal(post(a, "d1", &b, &v), FMQ_ERR_INVAL);
+    fmq_buf_fini(&b);
+    /* a flipped ciphertext byte */
+    make_sealed(&b, agg_key, "d1", 1, 1, "d1", 1);
+    b.data[b.len - 20] ^= 0x01;
+    assert_int_equal(post(a, "d1", &b, &v), FMQ_ERR_SEAL);
+    fmq_buf_fini(&b);
+    /* the round went on: the honest ones count */
+    fmq_buf h1, h2, h3;
+    make_sealed(&h1, agg_key, "d1", 1, 1, "d1", 1);
+    make_sealed(&h2, agg_key, "d2", 1, 1, "d2", 1);
+    make_sealed(&h3, agg_key, "d3", 1, 1, "d3", 1);
+    assert_int_equal(post(a, "d1", &h1, &v), FMQ_OK);
+    assert_int_equal(v, FMQ_AGG_COUNTED);
+    assert_int_equal(post(a, "d1", &h1, &v), FMQ_ERR_DUPLICATE); /* resend */
+    assert_int_equal(post(a, "d2", &h2, &v), FMQ_OK);
+    assert_int_equal(post(a, "d3", &h3, &v), FMQ_OK);
+    assert_true(fmq_agg_tick(a, 1));
+    fmq_agg_report r;
+    assert_int_equal(fmq_agg_close(a, NULL, 1, &r), FMQ_OK);
+    assert_int_equal(r.participants, 3);
+    assert_int_equal(reason_count(&r, "seal"), 5);
+    assert_int_equal(reason_count(&r, "key"), 1);
+    assert_int_equal(reason_count(&r, "inval"), 1);
+    assert_int_equal(reason_count(&r, "duplicate"), 1);
+    char line[512];
+    fmq_agg_format_report(&r, line, sizeof line);
+    assert_non_null(strstr(line, "seal:5"));
+    /* round 2: d1's round-1 update replayed as it was is a duplicate; with
+     * its round rewritten to 2, or on d4's topic, it does not open */
+    assert_int_equal(post(a, "d1", &h1, &v), FMQ_ERR_DUPLICATE);
+    rewrite_round(&h1, 2);
+    assert_int_equal(post(a, "d1", &h1, &v), FMQ_ERR_SEAL);
+    assert_int_equal(post(a, "d4", &h2, &v), FMQ_ERR_SEAL);
+    assert_int_equal(fmq_agg_round(a), 2);
+    fmq_buf_fini(&h1);
+    fmq_buf_fini(&h2);
+    fmq_buf_fini(&h3);
+    fmq_agg_destroy(&a);
+    fmq_log_set_level(FMQ_LOG_NOTICE);
+}
+
+static void no_seal_accepts_plain_and_still_opens_sealed(void **state)
+{
+    (void)state;
+    fmq_agg_cfg c = trust_cfg();
+    c.require_seal = false;
+    fmq_agg *a;
+    assert_int_equal(fmq_agg_open(&c, &a), FMQ_OK);
+    fmq_agg_verdict v;
+    fmq_buf b;
+    make_update(&b, "f1", "d1", 1, 1, 10, 0.01f, P);
+    assert_int_equal(post(a, "d1", &b, &v), FMQ_OK);
+    fmq_buf_fini(&b);
+    make_sealed(&b, agg_key, "d2", 1, 1, "d2", 1);
+    assert_int_equal(post(a, "d2", &b, &v), FMQ_OK);
+    assert_int_equal(v, FMQ_AGG_COUNTED);
+    fmq_log_set_level(FMQ_LOG_ERR);
+    assert_int_equal(post(a, "d3", &b, &v), FMQ_ERR_SEAL); /* moved */
+    fmq_log_set_level(FMQ_LOG_NOTICE);
+    fmq_buf_fini(&b);
+    fmq_agg_destroy(&a);
+}
+
+static char *tmpdir(const char *name);
+
+static void a_restart_with_sealing_counts_no_replay_twice(void **state)
+{
+    (void)state;
+    fmq_log_set_level(FMQ_LOG_ERR);
+    fmq_agg_cfg c = trust_cfg();
+    c.state_dir = tmpdir("sealed");
+    fmq_agg *a;
+    fmq_agg_verdict v;
+    fmq_buf h1, h2;
+    make_sealed(&h1, agg_key, "d1", 1, 1, "d1", 1);
+    make_sealed(&h2, agg_key, "d2", 1, 1, "d2", 1);
+    assert_int_equal(fmq_agg_open(&c, &a), FMQ_OK);
+    assert_int_equal(post(a, "d1", &h1, &v), FMQ_OK);
+    assert_int_equal(fmq_agg_checkpoint(a), FMQ_OK);
+    fmq_agg_destroy(&a);
+    assert_int_equal(fmq_agg_open(&c, &a), FMQ_OK);
+    assert_true(fmq_agg_resumed(a));
+    assert_int_equal(post(a, "d1", &h1, &v), FMQ_ERR_DUPLICATE);
+    assert_int_equal(post(a, "d2", &h2, &v), FMQ_OK);
+    assert_int_equal(v, FMQ_AGG_COUNTED);
+    fmq_buf_fini(&h1);
+    fmq_buf_fini(&h2);
+    fmq_agg_destroy(&a);
+    fmq_log_set_level(FMQ_LOG_NOTICE);
 }
 
 static void the_global_message_carries_the_round_instructions(void **state)
@@ -373,6 +631,10 @@ int main(void)
         cmocka_unit_test(deadline_closes_with_quorum_and_extends_without),
         cmocka_unit_test(late_updates_fold_with_staleness_weight),
         cmocka_unit_test(a_restart_resumes_and_counts_nothing_twice),
+        cmocka_unit_test(the_global_is_signed_with_the_aggregator_key),
+        cmocka_unit_test(sealed_updates_open_only_for_their_topic_round_and_key),
+        cmocka_unit_test(no_seal_accepts_plain_and_still_opens_sealed),
+        cmocka_unit_test(a_restart_with_sealing_counts_no_replay_twice),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, keys_setup, keys_teardown);
 }
