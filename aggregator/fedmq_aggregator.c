@@ -7,6 +7,13 @@
  * checkpoint, publish metrics and the next model. One progress line per
  * round on stdout. SIGINT/SIGTERM stop it cleanly (aggregator status
  * offline); SIGKILL at any moment is survived through the checkpoint.
+ *
+ * Trust is on by default (proto/SPEC.md §7): the aggregator will not start
+ * without its private key (sign_key), with which it signs every global
+ * model and opens the sealed updates (seal_key when that is another key),
+ * and it rejects unsealed updates. It never makes a key itself: keys come
+ * from the operator (broker/fedmq_keygen or any P-256 PEM). --no-sign and
+ * --no-seal turn each half off, for debugging only, and say so.
  */
 #include <math.h>
 #include <signal.h>
@@ -31,7 +38,8 @@ typedef struct opts {
     float lr, momentum, weight_decay, mu;
     double norm_bound, target_acc;
     uint64_t seed;
-    bool stochastic, no_ef;
+    bool stochastic, no_ef, no_sign, no_seal;
+    const char *sign_key, *seal_key;
     uint32_t checkpoint_ms;
     fmq_mqtt_cfg mc;
 } opts;
@@ -93,6 +101,16 @@ static const fmq_conf_key keys[] = {
      false},
     {"checkpoint_ms", FMQ_CONF_UINT, "1000", "also checkpoint mid-round "
      "this often, milliseconds", 0, UINT32_MAX, false},
+    {"sign_key", FMQ_CONF_STR, NULL, "the aggregator's private key (PEM, EC "
+     "P-256): signs every global model; also opens sealed updates unless "
+     "seal_key is set. Required unless no_sign and no_seal", 0, 0, false},
+    {"seal_key", FMQ_CONF_STR, NULL, "private key (PEM, EC P-256) that sealed "
+     "updates are opened with (default: sign_key); devices seal to its "
+     "public key", 0, 0, false},
+    {"no_sign", FMQ_CONF_BOOL, "false", "publish unsigned global models "
+     "(debugging only: devices refuse them unless no_verify)", 0, 0, false},
+    {"no_seal", FMQ_CONF_BOOL, "false", "also accept plain (unsealed) "
+     "updates (debugging only)", 0, 0, false},
     {"save", FMQ_CONF_STR, NULL, "at the end, write the model as float32 LE "
      "(the format of fedmq-train --save)", 0, 0, false},
 };
@@ -135,6 +153,10 @@ static int parse(int argc, char **argv, fmq_conf *c, opts *o)
         .seed = fmq_conf_uint(c, "seed"),
         .stochastic = fmq_conf_bool(c, "stochastic"),
         .no_ef = fmq_conf_bool(c, "no_error_feedback"),
+        .no_sign = fmq_conf_bool(c, "no_sign"),
+        .no_seal = fmq_conf_bool(c, "no_seal"),
+        .sign_key = fmq_conf_str(c, "sign_key"),
+        .seal_key = fmq_conf_str(c, "seal_key"),
         .checkpoint_ms = (uint32_t)fmq_conf_uint(c, "checkpoint_ms"),
     };
     fmq_cli_mqtt(c, &o->mc);
@@ -149,10 +171,35 @@ static int parse(int argc, char **argv, fmq_conf *c, opts *o)
         fprintf(stderr, "%s: late '%s': use drop or fold\n", prog, o->late);
         return 2;
     }
+    if (!o->seal_key)
+        o->seal_key = o->sign_key;
+    if ((!o->no_sign && !o->sign_key) || (!o->no_seal && !o->seal_key)) {
+        fprintf(stderr, "%s: no key: trust is on by default (signed global "
+                "models, sealed updates). Give --sign-key FILE (an EC P-256 "
+                "private key in PEM; its public half goes to every device "
+                "as agg_key), or, for debugging only, --no-sign and "
+                "--no-seal\n", prog);
+        return 2;
+    }
     if (strcmp(o->holdout, "fashion-mnist") && strcmp(o->holdout, "none")) {
         fprintf(stderr, "%s: holdout '%s': use fashion-mnist or none\n", prog,
                 o->holdout);
         return 2;
+    }
+    return 0;
+}
+
+/* Loads a private key for `what` (path NULL: none). 0, or -1 (printed). */
+static int load_key(const char *what, const char *path, fmq_trust_key **out)
+{
+    *out = NULL;
+    if (!path)
+        return 0;
+    fmq_err e = fmq_trust_key_load_private(path, out);
+    if (e) {
+        fprintf(stderr, "fedmq-aggregator: %s %s: %s (an EC P-256 private "
+                "key in PEM is needed)\n", what, path, fmq_strerror(e));
+        return -1;
     }
     return 0;
 }
@@ -231,6 +278,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "fedmq-aggregator: unknown scheme\n");
         return 2;
     }
+    fmq_trust_key *sign_key = NULL, *seal_key = NULL;
+    if (load_key("sign_key", o.no_sign ? NULL : o.sign_key, &sign_key) ||
+        load_key("seal_key", o.seal_key, &seal_key))
+        return 1;
+    cfg.sign_key = sign_key;
+    cfg.seal_key = seal_key;
+    cfg.require_seal = !o.no_seal;
     fmq_dataset holdout = {0};
     bool have_holdout = strcmp(o.holdout, "none") != 0;
     if (have_holdout &&
@@ -287,6 +341,15 @@ int main(int argc, char **argv)
            (unsigned long long)fmq_agg_round(a),
            fmq_agg_resumed(a) ? " (resumed)" : "", o.cohort, o.quorum,
            o.scheme);
+    char kid_sign[FMQ_KID_LEN + 1] = "", kid_seal[FMQ_KID_LEN + 1] = "";
+    if (sign_key)
+        snprintf(kid_sign, sizeof kid_sign, "%s", fmq_trust_key_id(sign_key));
+    if (seal_key)
+        snprintf(kid_seal, sizeof kid_seal, "%s", fmq_trust_key_id(seal_key));
+    printf("fedmq-aggregator: globals %s%s, updates %s%s%s\n",
+           sign_key ? "signed by key " : "UNSIGNED (--no-sign)", kid_sign,
+           o.no_seal ? "sealed or plain (--no-seal)" : "sealed to key ",
+           o.no_seal && seal_key ? ", key " : "", kid_seal);
     fflush(stdout);
     if (publish_global(a, mq, t_global))
         return 1;
@@ -386,6 +449,8 @@ int main(int argc, char **argv)
     fmq_mqtt_destroy(&mq);
     fmq_buf_fini(&wb);
     fmq_agg_destroy(&a);
+    fmq_trust_key_destroy(&sign_key);
+    fmq_trust_key_destroy(&seal_key);
     fmq_data_fini(&holdout);
     fmq_conf_destroy(&conf);
     return rc;

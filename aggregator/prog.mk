@@ -17,3 +17,7 @@ PROGS += $(BUILD)/bin/fedmq-aggregator
 $(BUILD)/bin/fedmq-aggregator: $(BUILD)/obj/aggregator/fedmq_aggregator.o $(AGG_OBJS) $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS_ALL) $(filter-out $(LIB),$^) $(LIB) -o $@ $(LIBS_ALL)
+
+# test/it_trust_runtime.sh signs, verifies, seals and opens by hand with
+# test/tools/trust_tool.
+check-it: $(BUILD)/tools/trust_tool

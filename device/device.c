@@ -9,8 +9,12 @@
  *   u32 nres | f32 residual[nres] | u32 glen | global[glen] |
  *   u32 ulen | update[ulen] | u32 crc32 of all before
  *
- * global is the raw global message held (the model is restored from it),
- * update the raw update of round last_trained. The global is saved before
+ * global is the raw global message held, as received: the `signed`
+ * envelope (the model is restored from its body, which was verified when
+ * it arrived; the state file is the device's own), or a plain global
+ * with no_verify. update is the update of round last_trained exactly as
+ * published: the sealed envelope when sealing is on (the plaintext never
+ * reaches the disk), so a resend is the same bytes. The global is saved before
  * training starts, so a device that crashes while training trains that
  * round after its restart (the broker will not deliver the global again:
  * it was acknowledged).
@@ -51,10 +55,18 @@ struct fmq_device {
     float *residual; // (P,) error-feedback residual (zero at first)
     float *res_save; // (P,) the residual before this round (undo)
     uint64_t version, round, seen_ts, last_trained;
+    char model[FMQ_ID_MAX + 1]; /* the held global's model spec */
     fmq_buf global_raw;
 
     fmq_buf update; /* the update of round last_trained */
     bool pending, acked;
+
+    /* trust */
+    const fmq_trust_key *keys[FMQ_DEVICE_KEYS_MAX];
+    size_t nkeys;
+    const fmq_trust_key *seal_key;
+    bool no_verify, no_seal;
+    fmq_buf plain; /* scratch: the update before sealing */
 
     fmq_device_stats st;
 };
@@ -160,7 +172,28 @@ static fmq_err hold_global(fmq_device *d, const fmq_msg_global *g,
     d->version = g->version;
     d->round = g->round;
     d->seen_ts = g->ts_ms;
+    snprintf(d->model, sizeof d->model, "%s", g->model);
     return FMQ_OK;
+}
+
+/* The global inside a held message: the body of a signed envelope
+ * (unverified: it was verified when it arrived), else the message. */
+static fmq_err held_body(const uint8_t *buf, size_t len, const uint8_t **body,
+                         size_t *body_len, fmq_codec_detail *det)
+{
+    fmq_msg_type t = FMQ_MSG_UNKNOWN;
+    *body = buf;
+    *body_len = len;
+    if (fmq_codec_peek(buf, len, NULL, &t, NULL) != FMQ_OK ||
+        t != FMQ_MSG_SIGNED)
+        return FMQ_OK;
+    fmq_msg_signed m;
+    fmq_err e = fmq_codec_decode_signed(buf, len, NULL, &m, det);
+    if (!e) {
+        *body = m.body;
+        *body_len = m.body_len;
+    }
+    return e;
 }
 
 static fmq_err load_state(fmq_device *d)
@@ -210,7 +243,11 @@ static fmq_err load_state(fmq_device *d)
         fmq_msg_global g;
         fmq_msg_global_init(&g);
         fmq_codec_detail det = {{0}};
-        e = fmq_codec_decode_global(graw, glen, NULL, &g, &det);
+        const uint8_t *body;
+        size_t blen;
+        e = held_body(graw, glen, &body, &blen, &det);
+        if (!e)
+            e = fmq_codec_decode_global(body, blen, NULL, &g, &det);
         if (!e)
             e = hold_global(d, &g, graw, glen);
         fmq_msg_global_fini(&g);
@@ -257,9 +294,37 @@ fmq_err fmq_device_open(const fmq_device_cfg *cfg, fmq_device **out)
     if (!cfg->fleet || !fmq_id_valid(cfg->fleet) || !cfg->id ||
         !fmq_id_valid(cfg->id) || (cfg->cls && !fmq_id_valid(cfg->cls)))
         return FMQ_ERR_INVAL;
+    if (cfg->nagg_keys > FMQ_DEVICE_KEYS_MAX ||
+        (cfg->nagg_keys && !cfg->agg_keys)) {
+        fmq_log_err("device %s: more than %d aggregator keys", cfg->id,
+                    FMQ_DEVICE_KEYS_MAX);
+        return FMQ_ERR_CONFIG;
+    }
+    for (size_t i = 0; i < cfg->nagg_keys; i++)
+        if (!cfg->agg_keys[i])
+            return FMQ_ERR_INVAL;
+    if (!cfg->no_verify && cfg->nagg_keys == 0) {
+        fmq_log_err("device %s: no aggregator key to verify global models "
+                    "with (agg_key; no_verify turns checking off, for "
+                    "debugging only)", cfg->id);
+        return FMQ_ERR_CONFIG;
+    }
+    if (!cfg->no_seal && !cfg->seal_key && cfg->nagg_keys == 0) {
+        fmq_log_err("device %s: no key to seal updates to (agg_key or "
+                    "seal_key; no_seal sends them plain, for debugging "
+                    "only)", cfg->id);
+        return FMQ_ERR_CONFIG;
+    }
     fmq_device *d = fmq_calloc(1, sizeof *d);
     if (!d)
         return FMQ_ERR_NOMEM;
+    for (size_t i = 0; i < cfg->nagg_keys; i++)
+        d->keys[i] = cfg->agg_keys[i];
+    d->nkeys = cfg->nagg_keys;
+    d->seal_key = cfg->seal_key;
+    d->no_verify = cfg->no_verify;
+    d->no_seal = cfg->no_seal;
+    fmq_buf_init(&d->plain);
     snprintf(d->fleet, sizeof d->fleet, "%s", cfg->fleet);
     snprintf(d->id, sizeof d->id, "%s", cfg->id);
     if (cfg->cls)
@@ -304,6 +369,7 @@ void fmq_device_destroy(fmq_device **dp)
     fmq_free(d->res_save);
     fmq_buf_fini(&d->global_raw);
     fmq_buf_fini(&d->update);
+    fmq_buf_fini(&d->plain);
     fmq_free(d->state_dir);
     fmq_free(d);
     *dp = NULL;
@@ -341,9 +407,10 @@ static fmq_uq pick_uq(const fmq_device *d, const fmq_msg_global *g)
     return g->uq;
 }
 
-/* Trains round g->round from d->w and encodes the update into out. On
- * error the residual is as it was. */
+/* Trains round g->round from d->w and encodes the update into out,
+ * sealed to seal_to (NULL: plain). On error the residual is as it was. */
 static fmq_err train_round(fmq_device *d, const fmq_msg_global *g,
+                           const fmq_trust_key *seal_to,
                            fmq_device_result *res, fmq_buf *out)
 {
     fmq_err e = open_trainer(d, g->model);
@@ -407,13 +474,22 @@ static fmq_err train_round(fmq_device *d, const fmq_msg_global *g,
     u.ts_ms = fmq_now_ms();
     u.train_s = (float)train_s;
     fmq_buf_reset(out);
-    e = fmq_codec_encode_update(&u, out);
+    fmq_buf_reset(&d->plain);
+    e = fmq_codec_encode_update(&u, seal_to ? &d->plain : out);
     res->norm = sqrt(fmq_quant_sqnorm(&u.delta));
     fmq_qtensor_fini(&u.delta);
+    if (!e && seal_to) {
+        /* SPEC §7.2: bound to (fleet, this device, this round) */
+        e = fmq_trust_seal(seal_to, NULL, d->fleet, d->id, g->round,
+                           d->plain.data, d->plain.len, out);
+        fmq_buf_reset(&d->plain);
+    }
     if (e) {
         memcpy(d->residual, d->res_save, (size_t)d->P * sizeof(float));
-        fmq_log_err("device %s: round %llu: encoding the update: %s", d->id,
-                    (unsigned long long)g->round, fmq_strerror(e));
+        fmq_log_err("device %s: round %llu: %s the update: %s", d->id,
+                    (unsigned long long)g->round,
+                    seal_to ? "encoding or sealing" : "encoding",
+                    fmq_strerror(e));
         return e;
     }
     res->samples = rep.samples;
@@ -424,12 +500,86 @@ static fmq_err train_round(fmq_device *d, const fmq_msg_global *g,
 
 /* ------------------------------------------------------------- globals */
 
+static void count_reason(fmq_device *d, fmq_err e)
+{
+    const char *why = fmq_errname(e);
+    for (uint32_t i = 0; i < d->st.nreasons; i++)
+        if (strcmp(d->st.reasons[i].reason, why) == 0) {
+            d->st.reasons[i].count++;
+            return;
+        }
+    if (d->st.nreasons < sizeof d->st.reasons / sizeof d->st.reasons[0]) {
+        fmq_reason_count *r = &d->st.reasons[d->st.nreasons++];
+        snprintf(r->reason, sizeof r->reason, "%s", why);
+        r->count = 1;
+    }
+}
+
+/* One line per refused global: the reason (SPEC §10 name), what was
+ * wrong, and what the device keeps. */
 static fmq_err refuse(fmq_device *d, fmq_device_result *res, fmq_err e)
 {
     res->action = FMQ_DEV_REFUSED;
     d->st.refused++;
     d->st.last_error = e;
+    count_reason(d, e);
+    fmq_log_warn("device %s: refused a global: %s%s%s; keeping model "
+                 "version %llu (round %llu)", d->id, fmq_errname(e),
+                 res->detail.what[0] ? ": " : "", res->detail.what,
+                 (unsigned long long)d->version,
+                 (unsigned long long)d->round);
     return e;
+}
+
+/* Unwraps and checks the signed envelope buf[0..len): on FMQ_OK *body
+ * points into buf and *signer is the pinned key that signed it (NULL with
+ * no_verify). */
+static fmq_err verify_global(fmq_device *d, const uint8_t *buf, size_t len,
+                             const uint8_t **body, size_t *body_len,
+                             const fmq_trust_key **signer,
+                             fmq_codec_detail *det)
+{
+    *signer = NULL;
+    if (d->no_verify) {
+        fmq_msg_type t = FMQ_MSG_UNKNOWN;
+        fmq_msg_signed m;
+        if (fmq_codec_peek(buf, len, NULL, &t, NULL) == FMQ_OK &&
+            t == FMQ_MSG_SIGNED) {
+            fmq_err e = fmq_codec_decode_signed(buf, len, NULL, &m, det);
+            if (e)
+                return e;
+            *body = m.body;
+            *body_len = m.body_len;
+        } else {
+            *body = buf;
+            *body_len = len;
+        }
+        return FMQ_OK;
+    }
+    fmq_err e = fmq_trust_verify(d->keys, d->nkeys, buf, len, NULL, body,
+                                 body_len, det);
+    if (e)
+        return e;
+    fmq_msg_signed m;
+    if ((e = fmq_codec_decode_signed(buf, len, NULL, &m, det)))
+        return e;
+    for (size_t i = 0; i < d->nkeys; i++)
+        if (strcmp(fmq_trust_key_id(d->keys[i]), m.kid) == 0)
+            *signer = d->keys[i];
+    return *signer ? FMQ_OK : FMQ_ERR_KEY;
+}
+
+/* true when g (the same version as the one held) differs from it in
+ * anything but its timestamp and deadline: round, model or weights. */
+static bool differs_from_held(fmq_device *d, const fmq_msg_global *g)
+{
+    if (g->round != d->round || !d->w || g->weights.n != d->P ||
+        strcmp(g->model, d->model) != 0)
+        return true;
+    if (fmq_quant_check(&g->weights) != FMQ_OK ||
+        fmq_quant_decode(&g->weights, d->local) != FMQ_OK)
+        return true;
+    return memcmp(d->local, d->w, (size_t)d->P * sizeof(float)) != 0;
 }
 
 fmq_err fmq_device_on_global(fmq_device *d, const uint8_t *buf, size_t len,
@@ -440,30 +590,45 @@ fmq_err fmq_device_on_global(fmq_device *d, const uint8_t *buf, size_t len,
     d->st.globals++;
     fmq_msg_global g;
     fmq_msg_global_init(&g);
-    fmq_err e = fmq_codec_decode_global(buf, len, NULL, &g, &res->detail);
-    if (e) {
-        fmq_log_warn("device %s: refused a global: %s (%s)", d->id,
-                     fmq_strerror(e), res->detail.what);
+    /* SPEC §7.1: the signature first; nothing of the body is decoded
+     * before it verifies. */
+    const uint8_t *body = NULL;
+    size_t body_len = 0;
+    const fmq_trust_key *signer = NULL;
+    fmq_err e = verify_global(d, buf, len, &body, &body_len, &signer,
+                              &res->detail);
+    if (e)
         goto refused;
-    }
+    e = fmq_codec_decode_global(body, body_len, NULL, &g, &res->detail);
+    if (e)
+        goto refused;
     res->round = g.round;
     res->version = g.version;
     if (strcmp(g.fleet, d->fleet) != 0) {
         e = FMQ_ERR_FLEET;
-        fmq_log_warn("device %s: refused a global for fleet %s", d->id,
-                     g.fleet);
+        snprintf(res->detail.what, sizeof res->detail.what,
+                 "it is for fleet %s", g.fleet);
         goto refused;
     }
     if (d->version && (g.version < d->version ||
-                       (g.version == d->version && g.round != d->round))) {
+                       (g.version == d->version && differs_from_held(d, &g)))) {
         e = FMQ_ERR_STALE;
-        fmq_log_warn("device %s: refused global version %llu round %llu: "
-                     "holding version %llu round %llu", d->id,
-                     (unsigned long long)g.version,
-                     (unsigned long long)g.round,
-                     (unsigned long long)d->version,
-                     (unsigned long long)d->round);
+        snprintf(res->detail.what, sizeof res->detail.what,
+                 "version %llu round %llu%s", (unsigned long long)g.version,
+                 (unsigned long long)g.round,
+                 g.version < d->version ? " is older"
+                                        : ": same version, other content");
         goto refused;
+    }
+    const fmq_trust_key *seal_to = NULL;
+    if (!d->no_seal) {
+        seal_to = d->seal_key ? d->seal_key : signer;
+        if (!seal_to && d->nkeys) /* no_verify: the first pinned key */
+            seal_to = d->keys[0];
+        if (!seal_to) { /* caught by fmq_device_open */
+            e = FMQ_ERR_CONFIG;
+            goto refused;
+        }
     }
     bool same = d->version && g.version == d->version;
     if (same && d->last_trained == g.round) {
@@ -492,8 +657,8 @@ fmq_err fmq_device_on_global(fmq_device *d, const uint8_t *buf, size_t len,
         uint32_t oldP = d->P;
         bool had_pending = d->pending;
         if ((e = hold_global(d, &g, buf, len))) {
-            fmq_log_warn("device %s: refused global version %llu: %s", d->id,
-                         (unsigned long long)g.version, fmq_strerror(e));
+            snprintf(res->detail.what, sizeof res->detail.what,
+                     "version %llu: its weights", (unsigned long long)g.version);
             goto refused;
         }
         if (oldP && oldP != d->P)
@@ -517,7 +682,7 @@ fmq_err fmq_device_on_global(fmq_device *d, const uint8_t *buf, size_t len,
         fmq_msg_global_fini(&g);
         return FMQ_OK;
     }
-    if ((e = train_round(d, &g, res, update)))
+    if ((e = train_round(d, &g, seal_to, res, update)))
         goto refused;
     /* Remember the update before anyone sees it. */
     fmq_buf keep;
@@ -609,4 +774,73 @@ const float *fmq_device_weights(const fmq_device *d, uint32_t *P)
     if (P)
         *P = d->w ? d->P : 0;
     return d->w;
+}
+
+/* ---------------------------------------------------------------- keys */
+
+void fmq_device_keys_fini(fmq_device_keys *ks)
+{
+    for (size_t i = 0; i < ks->n; i++)
+        fmq_trust_key_destroy(&ks->k[i]);
+    fmq_trust_key_destroy(&ks->seal);
+    ks->n = 0;
+}
+
+/* A public key from path[0..n); a private key file is refused. */
+static fmq_err load_public(const char *what, const char *p, size_t n,
+                           fmq_trust_key **out)
+{
+    char path[1024];
+    if (n == 0 || n >= sizeof path) {
+        fmq_log_err("%s: an empty or overlong file name", what);
+        return FMQ_ERR_CONFIG;
+    }
+    memcpy(path, p, n);
+    path[n] = '\0';
+    fmq_err e = fmq_trust_key_load_public(path, out);
+    if (e == FMQ_ERR_KEY && fmq_trust_key_load_private(path, out) == FMQ_OK) {
+        fmq_trust_key_destroy(out);
+        fmq_log_err("%s %s is a private key: a device gets the aggregator's "
+                    "public key only", what, path);
+        return FMQ_ERR_CONFIG;
+    }
+    if (e)
+        fmq_log_err("%s %s: %s (an EC P-256 public key in PEM is needed)",
+                    what, path, fmq_strerror(e));
+    return e;
+}
+
+fmq_err fmq_device_keys_load(fmq_device_keys *ks, const char *list,
+                             const char *seal_path, fmq_device_cfg *cfg)
+{
+    memset(ks, 0, sizeof *ks);
+    fmq_err e = FMQ_OK;
+    for (const char *p = list; p && *p && !e;) {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (ks->n == FMQ_DEVICE_KEYS_MAX) {
+            fmq_log_err("agg_key: more than %d keys", FMQ_DEVICE_KEYS_MAX);
+            e = FMQ_ERR_CONFIG;
+        } else if ((e = load_public("agg_key", p, n, &ks->k[ks->n])) ==
+                   FMQ_OK) {
+            ks->n++;
+        }
+        p = end ? end + 1 : p + n;
+        if (end && !*p && !e) {
+            fmq_log_err("agg_key '%s': an empty file name at the end", list);
+            e = FMQ_ERR_CONFIG;
+        }
+    }
+    if (!e && seal_path)
+        e = load_public("seal_key", seal_path, strlen(seal_path), &ks->seal);
+    if (e) {
+        fmq_device_keys_fini(ks);
+        return e;
+    }
+    if (cfg) {
+        cfg->agg_keys = (const fmq_trust_key *const *)ks->k;
+        cfg->nagg_keys = ks->n;
+        cfg->seal_key = ks->seal;
+    }
+    return FMQ_OK;
 }

@@ -10,7 +10,14 @@
  *                publish (or nothing, and why). It checks fleet and version,
  *                applies the cohort rule, trains through a trainer ops
  *                table (common/trainer.h), computes delta = local - global,
- *                quantizes it with error feedback and encodes the update.
+ *                quantizes it with error feedback, encodes the update and
+ *                seals it. Trust (proto/SPEC.md §7): every global must be
+ *                a `signed` envelope that verifies with one of the
+ *                aggregator keys the device pins (by kid, several while
+ *                keys rotate) before its body is even decoded; each update
+ *                is sealed to the aggregator's public key (the pinned key
+ *                that signed the global it trained from, unless a sealing
+ *                key is configured) for (fleet, device id, round).
  *                With a state_dir it keeps, across restarts, the latest
  *                global, the error-feedback residual, the last round it
  *                trained and that round's update (write-temp, fsync,
@@ -38,6 +45,7 @@
 #include "codec.h"
 #include "mqtt.h"
 #include "trainer.h"
+#include "trust.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -65,7 +73,51 @@ typedef struct fmq_device_cfg {
     /* Stochastic rounding, when the round asks for it, draws from a
      * generator seeded with quant_seed and the round. */
     uint64_t quant_seed;
+    /* Trust. A zero cfg is secure and then needs keys: fmq_device_open
+     * gives FMQ_ERR_CONFIG without agg_keys (unless no_verify) or without
+     * any key to seal to (unless no_seal). Keys are borrowed and must
+     * outlive the device (the pointer array is copied).
+     *   agg_keys[0..nagg_keys)  aggregator public keys a global may be
+     *              signed with, looked up by kid (at most
+     *              FMQ_DEVICE_KEYS_MAX);
+     *   seal_key   the key updates are sealed to; NULL = the agg_key that
+     *              signed the global being trained (one aggregator key
+     *              pair for both, fedmq-aggregator's default);
+     *   no_verify  debugging only: globals are taken without checking a
+     *              signature (a signed envelope is unwrapped unverified,
+     *              a plain global taken as it is);
+     *   no_seal    debugging only: updates go out plain. */
+    const fmq_trust_key *const *agg_keys;
+    size_t nagg_keys;
+    const fmq_trust_key *seal_key;
+    bool no_verify, no_seal;
 } fmq_device_cfg;
+
+#define FMQ_DEVICE_KEYS_MAX 8
+
+/* A device's keys from files: the aggregator public keys of a
+ * comma-separated list of PEM files (the agg_key setting:
+ * "agg-2024.pub,agg-2025.pub" while a key rotates) and an optional
+ * sealing key (seal_key). */
+typedef struct fmq_device_keys {
+    fmq_trust_key *k[FMQ_DEVICE_KEYS_MAX];
+    size_t n;
+    fmq_trust_key *seal; /* NULL: seal to the signer */
+} fmq_device_keys;
+
+/* Loads every file of list (NULL or "": none) and seal_path (NULL: none)
+ * into ks (zeroed first), and points cfg's agg_keys, nagg_keys and
+ * seal_key at them (cfg may be NULL). FMQ_OK; FMQ_ERR_CONFIG for an
+ * empty item or more than FMQ_DEVICE_KEYS_MAX files, or a file that holds
+ * a private key (a device gets public halves only); the errors of
+ * fmq_trust_key_load_public. Each error is logged naming the file; on
+ * error ks holds nothing. ks must outlive the device. */
+FMQ_NODISCARD fmq_err fmq_device_keys_load(fmq_device_keys *ks,
+                                           const char *list,
+                                           const char *seal_path,
+                                           fmq_device_cfg *cfg);
+/* Frees the keys; ks is then empty. */
+void fmq_device_keys_fini(fmq_device_keys *ks);
 
 typedef struct fmq_device fmq_device;
 
@@ -99,11 +151,20 @@ typedef struct fmq_device_result {
  * what happened and, for TRAINED and RESEND, update (reset first) holds
  * the update message to publish on fedmq/<fleet>/update/<id>; the update
  * is then also the device's pending update (fmq_device_pending) until a
- * newer global arrives. Errors (res->action REFUSED, the device's state
- * unchanged, counted in fmq_device_stats):
- *   decode errors (res->detail says what), FMQ_ERR_FLEET (another fleet),
- *   FMQ_ERR_STALE (older model version than the one held, or the same
- *   version for another round), FMQ_ERR_CONFIG (unknown model spec or a
+ * newer global arrives. With sealing on, the update is a `sealed`
+ * envelope, and that sealed form is what is kept, persisted and resent
+ * byte for byte (sealing is randomised; the aggregator counts a (device,
+ * round) once). Errors (res->action REFUSED, the model, residual and
+ * pending update kept, counted by reason in fmq_device_stats, logged in
+ * one line naming the reason):
+ *   before the body is decoded: the envelope's decode error, FMQ_ERR_SIG
+ *   (unsigned, i.e. not a `signed` envelope, or a signature that does not
+ *   verify: a tampered body or sig), FMQ_ERR_KEY (kid not pinned);
+ *   then decode errors of the global (res->detail says what),
+ *   FMQ_ERR_FLEET (another fleet), FMQ_ERR_STALE (older model version
+ *   than the one held, or the same version with another round, model or
+ *   weights: SPEC §7.1; the same global again, even with a new timestamp
+ *   or deadline, is not stale), FMQ_ERR_CONFIG (unknown model spec or a
  *   quantization the device cannot do), trainer errors, FMQ_ERR_IO when
  *   the state could not be saved (then nothing is sent either: a device
  *   never publishes what it could not remember). */
@@ -118,9 +179,10 @@ FMQ_NODISCARD fmq_err fmq_device_on_global(fmq_device *d, const uint8_t *buf,
 FMQ_NODISCARD fmq_err fmq_device_pending(const fmq_device *d,
                                          const uint8_t **data, size_t *len,
                                          bool *acked);
-/* The raw global message held (restored from device.state after a
- * restart), for the runner to handle again at start: a device that
- * crashed while training trains that round then. FMQ_ERR_NOTFOUND before
+/* The raw global message held, as it arrived (the signed envelope;
+ * restored from device.state after a restart), for the runner to handle
+ * again at start (it is verified again then): a device that crashed while
+ * training trains that round then. FMQ_ERR_NOTFOUND before
  * the first global. */
 FMQ_NODISCARD fmq_err fmq_device_held_global(const fmq_device *d,
                                              const uint8_t **data,
@@ -130,6 +192,8 @@ FMQ_NODISCARD fmq_err fmq_device_mark_acked(fmq_device *d);
 
 typedef struct fmq_device_stats {
     uint64_t globals, trained, resent, not_cohort, already, refused;
+    fmq_reason_count reasons[16]; /* refused, by SPEC §10 reason name */
+    uint32_t nreasons;
     uint64_t version, round;  /* model held (0: none yet) */
     uint64_t last_trained;    /* last round trained (0: none) */
     uint64_t samples;

@@ -175,9 +175,20 @@ void fmq_devrun_set_filter(fmq_devrun *r, fmq_devrun_filter_fn fn, void *arg)
     r->filter_arg = arg;
 }
 
-/* The round of a global, 0 when it does not decode. */
+/* The round of a global (inside its signed envelope, NOT verified: the
+ * filter only plays offline/slow devices in a simulation; the core
+ * verifies), 0 when it does not decode. */
 static uint64_t peek_round(const uint8_t *p, size_t len)
 {
+    fmq_msg_type t = FMQ_MSG_UNKNOWN;
+    if (fmq_codec_peek(p, len, NULL, &t, NULL) == FMQ_OK &&
+        t == FMQ_MSG_SIGNED) {
+        fmq_msg_signed m;
+        if (fmq_codec_decode_signed(p, len, NULL, &m, NULL) != FMQ_OK)
+            return 0;
+        p = m.body;
+        len = m.body_len;
+    }
     fmq_msg_global g;
     fmq_msg_global_init(&g);
     uint64_t round = 0;
@@ -212,13 +223,10 @@ static void handle_global(fmq_devrun *r, const uint8_t *p, size_t len)
         r->hold_until = 0;
         send_pending(r, "late, before the next global");
     }
-    fmq_err e = fmq_device_on_global(r->d, p, len, &r->last, &r->upd);
-    if (e) {
-        fmq_log_warn("device %s: global refused: %s%s%s", fmq_device_id(r->d),
-                     fmq_strerror(e), r->last.detail.what[0] ? ": " : "",
-                     r->last.detail.what);
+    /* a refusal is logged (reason, what was wrong) and counted by the
+     * core; the device keeps its model and its pending update */
+    if (fmq_device_on_global(r->d, p, len, &r->last, &r->upd) != FMQ_OK)
         return;
-    }
     if (r->last.action == FMQ_DEV_TRAINED) {
         fmq_log_info("device %s: round %llu trained: %llu samples, loss "
                      "%.4f, %.2f s, update %zu bytes",

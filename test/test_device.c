@@ -2,6 +2,11 @@
  * test_device.c — the device core (device/device.h) without a broker:
  * globals in, updates out, refusals, resends and device.state across a
  * restart. The built-in engine trains logreg on a small synthetic set.
+ * Trust (SPEC §7): globals are signed with a key made for the run and
+ * updates come out sealed to it; unsigned, other-key, tampered, bit-flipped,
+ * other-fleet, rolled-back and same-version-other-content globals are
+ * refused with their reason while the device keeps its model and pending
+ * update; key rotation; sealing off and checking off for debugging.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,20 +20,26 @@
 #include "data.h"
 #include "helper_broker.h"
 #include "quant.h"
+#include "trust.h"
 
 enum { N = 64, DIM = 4, CLASSES = 3 };
 static float xs[N * DIM];
 static uint16_t ys[N];
 static fmq_dataset ds = {N, DIM, CLASSES, 1, 1, DIM, xs, ys};
 
-/* A global of `fleet`, round r, version v, logreg on DIM inputs. */
-static void make_global(fmq_buf *b, const char *fleet, uint64_t r, uint64_t v,
-                        uint64_t ts)
+/* The aggregator's key (private, signs; the device pins its public half),
+ * a second aggregator key (rotation) and a stranger's. */
+static fmq_trust_key *agg, *agg_pub, *agg2, *agg2_pub, *stranger;
+
+/* A plain global of `fleet`, round r, version v, logreg on DIM inputs,
+ * weights 0.01 * i * wscale. */
+static void make_plain(fmq_buf *b, const char *fleet, uint64_t r, uint64_t v,
+                       uint64_t ts, float wscale)
 {
     uint32_t P = DIM * CLASSES + CLASSES;
     float w[DIM * CLASSES + CLASSES];
     for (uint32_t i = 0; i < P; i++)
-        w[i] = 0.01f * (float)i;
+        w[i] = 0.01f * (float)i * wscale;
     fmq_msg_global g;
     fmq_msg_global_init(&g);
     snprintf(g.fleet, sizeof g.fleet, "%s", fleet);
@@ -46,23 +57,97 @@ static void make_global(fmq_buf *b, const char *fleet, uint64_t r, uint64_t v,
     fmq_msg_global_fini(&g);
 }
 
+/* The same, signed by key (as the aggregator does). */
+static void make_signed(fmq_buf *b, const fmq_trust_key *key,
+                        const char *fleet, uint64_t r, uint64_t v, uint64_t ts,
+                        float wscale)
+{
+    fmq_buf plain;
+    make_plain(&plain, fleet, r, v, ts, wscale);
+    fmq_buf_init(b);
+    assert_int_equal(fmq_trust_sign(key, NULL, plain.data, plain.len, b),
+                     FMQ_OK);
+    fmq_buf_fini(&plain);
+}
+
+/* A global as the aggregator publishes it. */
+static void make_global(fmq_buf *b, const char *fleet, uint64_t r, uint64_t v,
+                        uint64_t ts)
+{
+    make_signed(b, agg, fleet, r, v, ts, 1.0f);
+}
+
+static fmq_device_cfg dev_cfg(const char *dir)
+{
+    static const fmq_trust_key *pinned[1];
+    pinned[0] = agg_pub;
+    fmq_device_cfg c = {.fleet = "f1", .id = "dev-1", .state_dir = dir,
+                        .setup = {.data = &ds, .n = N}, .seed = 3,
+                        .agg_keys = pinned, .nagg_keys = 1};
+    return c;
+}
+
 static fmq_device *open_dev(const char *dir)
 {
-    fmq_device_cfg c = {.fleet = "f1", .id = "dev-1", .state_dir = dir,
-                        .setup = {.data = &ds, .n = N}, .seed = 3};
+    fmq_device_cfg c = dev_cfg(dir);
     fmq_device *d;
     assert_int_equal(fmq_device_open(&c, &d), FMQ_OK);
     return d;
 }
 
+/* Opens the sealed update u with the aggregator's key, as the aggregator
+ * does for (f1, dev, its round), and decodes it into m (views into
+ * plain). */
+static fmq_err open_update(const fmq_trust_key *key, const char *dev,
+                           const fmq_buf *u, fmq_buf *plain, fmq_msg_update *m)
+{
+    uint64_t r = 0;
+    fmq_buf_init(plain);
+    fmq_err e = fmq_trust_open(key, NULL, "f1", dev, u->data, u->len, NULL,
+                               plain, &r, NULL);
+    if (e)
+        return e;
+    e = fmq_codec_decode_update(plain->data, plain->len, NULL, m, NULL);
+    if (!e && m->round != r)
+        e = FMQ_ERR_SEAL;
+    return e;
+}
+
+static uint64_t reason(const fmq_device *d, const char *why)
+{
+    fmq_device_stats st;
+    fmq_device_get_stats(d, &st);
+    for (uint32_t i = 0; i < st.nreasons; i++)
+        if (strcmp(st.reasons[i].reason, why) == 0)
+            return st.reasons[i].count;
+    return 0;
+}
+
 static int setup(void **state)
 {
     (void)state;
+    if (fmq_trust_key_generate(NULL, &agg) ||
+        fmq_trust_key_public_of(agg, &agg_pub) ||
+        fmq_trust_key_generate(NULL, &agg2) ||
+        fmq_trust_key_public_of(agg2, &agg2_pub) ||
+        fmq_trust_key_generate(NULL, &stranger))
+        return -1;
     for (int i = 0; i < N; i++) {
         ys[i] = (uint16_t)(i % CLASSES);
         for (int j = 0; j < DIM; j++)
             xs[i * DIM + j] = (float)((i * 7 + j * 3) % 5) / 5.0f + ys[i];
     }
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    fmq_trust_key_destroy(&agg);
+    fmq_trust_key_destroy(&agg_pub);
+    fmq_trust_key_destroy(&agg2);
+    fmq_trust_key_destroy(&agg2_pub);
+    fmq_trust_key_destroy(&stranger);
     return 0;
 }
 
@@ -77,11 +162,13 @@ static void trains_once_and_refuses_other_fleets_and_older_versions(void **s)
     assert_int_equal(fmq_device_on_global(d, g.data, g.len, &res, &u), FMQ_OK);
     assert_int_equal(res.action, FMQ_DEV_TRAINED);
     fmq_msg_update m;
-    assert_int_equal(fmq_codec_decode_update(u.data, u.len, NULL, &m, NULL),
-                     FMQ_OK);
+    fmq_buf plain;
+    assert_int_equal(open_update(agg, "dev-1", &u, &plain, &m), FMQ_OK);
+    assert_string_equal(m.device, "dev-1");
     assert_int_equal(m.round, 2);
     assert_int_equal(m.samples, N);
     assert_int_equal(m.delta.scheme, FMQ_Q_Q8);
+    fmq_buf_fini(&plain);
     /* the same global again: nothing to do */
     assert_int_equal(fmq_device_on_global(d, g.data, g.len, &res, &u), FMQ_OK);
     assert_int_equal(res.action, FMQ_DEV_ALREADY);
@@ -179,13 +266,295 @@ static void state_survives_a_restart(void **s)
     fseek(f, 20, SEEK_SET);
     fputc(0x5a, f);
     fclose(f);
-    fmq_device_cfg c = {.fleet = "f1", .id = "dev-1", .state_dir = dir,
-                        .setup = {.data = &ds, .n = N}};
+    fmq_device_cfg c = dev_cfg(dir);
     assert_int_equal(fmq_device_open(&c, &d), FMQ_ERR_DATA);
     assert_null(d);
     fmq_buf_fini(&held);
     fmq_buf_fini(&g);
     fmq_buf_fini(&u);
+}
+
+/* Expects buf refused with reason e, the model, pending update and
+ * counters otherwise as they were. */
+static void expect_refused(fmq_device *d, const fmq_buf *buf, fmq_err e,
+                           const char *detail_has)
+{
+    fmq_device_stats before, after;
+    fmq_device_get_stats(d, &before);
+    uint32_t P;
+    const float *w = fmq_device_weights(d, &P);
+    float keep[DIM * CLASSES + CLASSES];
+    assert_int_equal(P, sizeof keep / sizeof keep[0]);
+    memcpy(keep, w, sizeof keep);
+    const uint8_t *p0;
+    size_t l0;
+    assert_int_equal(fmq_device_pending(d, &p0, &l0, NULL), FMQ_OK);
+    fmq_buf pend;
+    fmq_buf_init(&pend);
+    assert_int_equal(fmq_buf_append(&pend, p0, l0), FMQ_OK);
+
+    fmq_buf u;
+    fmq_buf_init(&u);
+    fmq_device_result res;
+    assert_int_equal(fmq_device_on_global(d, buf->data, buf->len, &res, &u),
+                     e);
+    assert_int_equal(res.action, FMQ_DEV_REFUSED);
+    assert_int_equal(u.len, 0);
+    if (detail_has)
+        assert_non_null(strstr(res.detail.what, detail_has));
+    fmq_device_get_stats(d, &after);
+    assert_int_equal(after.refused, before.refused + 1);
+    assert_int_equal(after.last_error, e);
+    assert_int_equal(after.version, before.version);
+    assert_int_equal(after.round, before.round);
+    assert_int_equal(after.trained, before.trained);
+    assert_memory_equal(fmq_device_weights(d, NULL), keep, sizeof keep);
+    const uint8_t *p1;
+    size_t l1;
+    assert_int_equal(fmq_device_pending(d, &p1, &l1, NULL), FMQ_OK);
+    assert_int_equal(l1, pend.len);
+    assert_memory_equal(p1, pend.data, l1);
+    fmq_buf_fini(&pend);
+    fmq_buf_fini(&u);
+}
+
+static void forged_globals_are_refused_and_the_model_kept(void **s)
+{
+    (void)s;
+    fmq_log_set_level(FMQ_LOG_ERR);
+    char dir[512];
+    assert_int_equal(fmq_test_tmpdir("device-forged", dir, sizeof dir),
+                     FMQ_OK);
+    fmq_device *d = open_dev(dir);
+    fmq_buf g, u, x;
+    fmq_buf_init(&u);
+    make_global(&g, "f1", 2, 2, 100);
+    fmq_device_result res;
+    assert_int_equal(fmq_device_on_global(d, g.data, g.len, &res, &u), FMQ_OK);
+    assert_int_equal(res.action, FMQ_DEV_TRAINED);
+
+    /* unsigned: a plain global, newer */
+    make_plain(&x, "f1", 3, 3, 200, 2.0f);
+    expect_refused(d, &x, FMQ_ERR_SIG, "unsigned");
+    fmq_buf_fini(&x);
+    /* signed by a key the device does not pin */
+    make_signed(&x, stranger, "f1", 3, 3, 200, 2.0f);
+    expect_refused(d, &x, FMQ_ERR_KEY, "not a trusted key");
+    fmq_buf_fini(&x);
+    /* tampered: one byte of the body's weights changed after signing */
+    make_global(&x, "f1", 3, 3, 200);
+    x.data[x.len / 2] ^= 0x40;
+    expect_refused(d, &x, FMQ_ERR_SIG, "does not verify");
+    fmq_buf_fini(&x);
+    /* one bit of the signature (the last key of the envelope) flipped */
+    make_global(&x, "f1", 3, 3, 200);
+    x.data[x.len - 1] ^= 0x01;
+    expect_refused(d, &x, FMQ_ERR_SIG, "does not verify");
+    fmq_buf_fini(&x);
+    /* a genuine signature over another fleet's global */
+    make_global(&x, "f2", 3, 3, 200);
+    expect_refused(d, &x, FMQ_ERR_FLEET, "f2");
+    fmq_buf_fini(&x);
+    /* rolled back: a genuine older global (what a replay looks like) */
+    make_global(&x, "f1", 1, 1, 50);
+    expect_refused(d, &x, FMQ_ERR_STALE, "older");
+    fmq_buf_fini(&x);
+    /* the same version with other weights, or for another round */
+    make_signed(&x, agg, "f1", 2, 2, 300, 3.0f);
+    expect_refused(d, &x, FMQ_ERR_STALE, "other content");
+    fmq_buf_fini(&x);
+    make_global(&x, "f1", 3, 2, 300);
+    expect_refused(d, &x, FMQ_ERR_STALE, "other content");
+    fmq_buf_fini(&x);
+    /* bytes that are no envelope at all */
+    static const uint8_t junk[] = {0x81, 0xa1};
+    fmq_buf_init(&x);
+    assert_int_equal(fmq_buf_append(&x, junk, sizeof junk), FMQ_OK);
+    expect_refused(d, &x, FMQ_ERR_TRUNCATED, NULL);
+    fmq_buf_fini(&x);
+
+    assert_int_equal(reason(d, "sig"), 3);
+    assert_int_equal(reason(d, "key"), 1);
+    assert_int_equal(reason(d, "fleet"), 1);
+    assert_int_equal(reason(d, "stale"), 3);
+    assert_int_equal(reason(d, "truncated"), 1);
+    /* nothing of that reached device.state: a restart holds version 2 */
+    fmq_device_destroy(&d);
+    d = open_dev(dir);
+    fmq_device_stats st;
+    fmq_device_get_stats(d, &st);
+    assert_int_equal(st.version, 2);
+    /* the same global republished (new timestamp) is not stale: resend */
+    make_global(&x, "f1", 2, 2, 400);
+    fmq_buf u2;
+    fmq_buf_init(&u2);
+    assert_int_equal(fmq_device_on_global(d, x.data, x.len, &res, &u2),
+                     FMQ_OK);
+    assert_int_equal(res.action, FMQ_DEV_RESEND);
+    assert_int_equal(u2.len, u.len);
+    assert_memory_equal(u2.data, u.data, u.len);
+    fmq_buf_fini(&x);
+    /* and the next genuine global trains */
+    make_global(&x, "f1", 3, 3, 500);
+    assert_int_equal(fmq_device_on_global(d, x.data, x.len, &res, &u2),
+                     FMQ_OK);
+    assert_int_equal(res.action, FMQ_DEV_TRAINED);
+    fmq_buf_fini(&x);
+    fmq_buf_fini(&u2);
+    fmq_buf_fini(&g);
+    fmq_buf_fini(&u);
+    fmq_device_destroy(&d);
+    fmq_log_set_level(FMQ_LOG_NOTICE);
+}
+
+static void updates_are_sealed_for_this_device_and_round(void **s)
+{
+    (void)s;
+    fmq_device *d = open_dev(NULL);
+    fmq_buf g, u, plain;
+    fmq_buf_init(&u);
+    make_global(&g, "f1", 5, 5, 100);
+    fmq_device_result res;
+    assert_int_equal(fmq_device_on_global(d, g.data, g.len, &res, &u), FMQ_OK);
+    fmq_msg_type t;
+    assert_int_equal(fmq_codec_peek(u.data, u.len, NULL, &t, NULL), FMQ_OK);
+    assert_int_equal(t, FMQ_MSG_SEALED);
+    fmq_msg_sealed env;
+    assert_int_equal(fmq_codec_decode_sealed(u.data, u.len, NULL, &env, NULL),
+                     FMQ_OK);
+    assert_string_equal(env.kid, fmq_trust_key_id(agg));
+    assert_int_equal(env.round, 5);
+    fmq_msg_update m;
+    assert_int_equal(open_update(agg, "dev-1", &u, &plain, &m), FMQ_OK);
+    assert_int_equal(m.round, 5);
+    fmq_buf_fini(&plain);
+    /* under another device's name it does not open; nor with another key */
+    assert_int_equal(open_update(agg, "dev-2", &u, &plain, &m), FMQ_ERR_SEAL);
+    fmq_buf_fini(&plain);
+    assert_int_equal(open_update(stranger, "dev-1", &u, &plain, &m),
+                     FMQ_ERR_KEY);
+    fmq_buf_fini(&plain);
+    fmq_buf_fini(&g);
+    fmq_buf_fini(&u);
+    fmq_device_destroy(&d);
+}
+
+static void a_rotated_key_is_accepted_and_sealed_to(void **s)
+{
+    (void)s;
+    const fmq_trust_key *pinned[] = {agg_pub, agg2_pub};
+    fmq_device_cfg c = dev_cfg(NULL);
+    c.agg_keys = pinned;
+    c.nagg_keys = 2;
+    fmq_device *d;
+    assert_int_equal(fmq_device_open(&c, &d), FMQ_OK);
+    fmq_buf g, u, plain;
+    fmq_buf_init(&u);
+    make_global(&g, "f1", 1, 1, 100);
+    fmq_device_result res;
+    assert_int_equal(fmq_device_on_global(d, g.data, g.len, &res, &u), FMQ_OK);
+    fmq_buf_fini(&g);
+    make_signed(&g, agg2, "f1", 2, 2, 200, 1.5f); /* the new key */
+    assert_int_equal(fmq_device_on_global(d, g.data, g.len, &res, &u), FMQ_OK);
+    assert_int_equal(res.action, FMQ_DEV_TRAINED);
+    fmq_msg_update m;
+    assert_int_equal(open_update(agg2, "dev-1", &u, &plain, &m), FMQ_OK);
+    assert_int_equal(m.round, 2);
+    fmq_buf_fini(&plain);
+    fmq_buf_fini(&g);
+    /* an explicit seal_key wins over the signer */
+    c.agg_keys = pinned;
+    c.nagg_keys = 1;
+    c.seal_key = agg2_pub;
+    fmq_device *d2;
+    assert_int_equal(fmq_device_open(&c, &d2), FMQ_OK);
+    make_global(&g, "f1", 3, 3, 300);
+    assert_int_equal(fmq_device_on_global(d2, g.data, g.len, &res, &u),
+                     FMQ_OK);
+    assert_int_equal(open_update(agg2, "dev-1", &u, &plain, &m), FMQ_OK);
+    fmq_buf_fini(&plain);
+    fmq_buf_fini(&g);
+    fmq_buf_fini(&u);
+    fmq_device_destroy(&d);
+    fmq_device_destroy(&d2);
+}
+
+static void without_keys_a_device_does_not_open_unless_told(void **s)
+{
+    (void)s;
+    fmq_log_set_level(2 /* quiet: errors expected */);
+    fmq_device_cfg c = dev_cfg(NULL);
+    c.agg_keys = NULL;
+    c.nagg_keys = 0;
+    fmq_device *d;
+    assert_int_equal(fmq_device_open(&c, &d), FMQ_ERR_CONFIG);
+    assert_null(d);
+    c.no_verify = true; /* still nothing to seal to */
+    assert_int_equal(fmq_device_open(&c, &d), FMQ_ERR_CONFIG);
+    c.no_seal = true;   /* debugging: plain in, plain out */
+    assert_int_equal(fmq_device_open(&c, &d), FMQ_OK);
+    fmq_log_set_level(FMQ_LOG_NOTICE);
+    fmq_buf g, u;
+    fmq_buf_init(&u);
+    make_plain(&g, "f1", 1, 1, 100, 1.0f);
+    fmq_device_result res;
+    assert_int_equal(fmq_device_on_global(d, g.data, g.len, &res, &u), FMQ_OK);
+    assert_int_equal(res.action, FMQ_DEV_TRAINED);
+    fmq_msg_update m;
+    assert_int_equal(fmq_codec_decode_update(u.data, u.len, NULL, &m, NULL),
+                     FMQ_OK);
+    fmq_buf_fini(&g);
+    /* no_verify unwraps a signed envelope without checking it */
+    make_signed(&g, stranger, "f1", 2, 2, 200, 1.0f);
+    assert_int_equal(fmq_device_on_global(d, g.data, g.len, &res, &u), FMQ_OK);
+    assert_int_equal(res.action, FMQ_DEV_TRAINED);
+    fmq_buf_fini(&g);
+    fmq_buf_fini(&u);
+    fmq_device_destroy(&d);
+}
+
+static void agg_key_lists_load_public_keys_only(void **s)
+{
+    (void)s;
+    char dir[512];
+    assert_int_equal(fmq_test_tmpdir("device-keys", dir, sizeof dir), FMQ_OK);
+    char pub1[600], pub2[600], priv[600], list[1900];
+    snprintf(pub1, sizeof pub1, "%s/a.pub", dir);
+    snprintf(pub2, sizeof pub2, "%s/b.pub", dir);
+    snprintf(priv, sizeof priv, "%s/a.pem", dir);
+    fmq_buf b;
+    fmq_buf_init(&b);
+    assert_int_equal(fmq_trust_key_write_pem(agg, false, &b), FMQ_OK);
+    assert_int_equal(fmq_file_write_atomic(pub1, b.data, b.len), FMQ_OK);
+    fmq_buf_reset(&b);
+    assert_int_equal(fmq_trust_key_write_pem(agg2, false, &b), FMQ_OK);
+    assert_int_equal(fmq_file_write_atomic(pub2, b.data, b.len), FMQ_OK);
+    fmq_buf_reset(&b);
+    assert_int_equal(fmq_trust_key_write_pem(agg, true, &b), FMQ_OK);
+    assert_int_equal(fmq_file_write_atomic(priv, b.data, b.len), FMQ_OK);
+    fmq_buf_fini(&b);
+    fmq_device_keys ks;
+    fmq_device_cfg c = dev_cfg(NULL);
+    snprintf(list, sizeof list, "%s,%s", pub1, pub2);
+    assert_int_equal(fmq_device_keys_load(&ks, list, pub2, &c), FMQ_OK);
+    assert_int_equal(ks.n, 2);
+    assert_int_equal(c.nagg_keys, 2);
+    assert_string_equal(fmq_trust_key_id(c.agg_keys[1]),
+                        fmq_trust_key_id(agg2));
+    assert_ptr_equal(c.seal_key, ks.seal);
+    fmq_device_keys_fini(&ks);
+    assert_int_equal(ks.n, 0);
+    fmq_log_set_level(2 /* quiet: errors expected */);
+    assert_int_equal(fmq_device_keys_load(&ks, priv, NULL, NULL),
+                     FMQ_ERR_CONFIG);
+    snprintf(list, sizeof list, "%s,", pub1);
+    assert_int_equal(fmq_device_keys_load(&ks, list, NULL, NULL),
+                     FMQ_ERR_CONFIG);
+    assert_int_equal(ks.n, 0);
+    snprintf(list, sizeof list, "%s/none.pub", dir);
+    assert_int_equal(fmq_device_keys_load(&ks, list, NULL, NULL),
+                     FMQ_ERR_NOTFOUND);
+    fmq_log_set_level(FMQ_LOG_NOTICE);
 }
 
 int main(void)
@@ -194,6 +563,11 @@ int main(void)
         cmocka_unit_test(trains_once_and_refuses_other_fleets_and_older_versions),
         cmocka_unit_test(a_republished_round_resends_the_same_bytes),
         cmocka_unit_test(state_survives_a_restart),
+        cmocka_unit_test(forged_globals_are_refused_and_the_model_kept),
+        cmocka_unit_test(updates_are_sealed_for_this_device_and_round),
+        cmocka_unit_test(a_rotated_key_is_accepted_and_sealed_to),
+        cmocka_unit_test(without_keys_a_device_does_not_open_unless_told),
+        cmocka_unit_test(agg_key_lists_load_public_keys_only),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return cmocka_run_group_tests(tests, setup, teardown);
 }
