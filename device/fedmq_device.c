@@ -22,6 +22,16 @@
 static const fmq_conf_key keys[] = {
     FMQ_CLI_MQTT_KEYS,
     FMQ_CLI_DATA_KEYS,
+    {"agg_key", FMQ_CONF_STR, NULL, "the aggregator's public key (PEM, EC "
+     "P-256) that global models must be signed with; a comma list while a "
+     "key rotates. Required unless no_verify", 0, 0, false},
+    {"seal_key", FMQ_CONF_STR, NULL, "public key updates are sealed to "
+     "(default: the agg_key that signed the global)", 0, 0, false},
+    {"no_verify", FMQ_CONF_BOOL, "false", "take global models without "
+     "checking their signature (debugging only)", 0, 0, false},
+    {"no_seal", FMQ_CONF_BOOL, "false", "publish updates unsealed "
+     "(debugging only: an aggregator requiring sealed updates rejects "
+     "them)", 0, 0, false},
     {"party", FMQ_CONF_UINT, "0", "which part of the partition this device "
      "holds", 0, 99999, false},
     {"id", FMQ_CONF_STR, NULL, "device id (default dev-<party, 4 digits>)",
@@ -35,6 +45,36 @@ static const fmq_conf_key keys[] = {
     {"connect_ms", FMQ_CONF_UINT, "30000", "first connection timeout", 100,
      600000, false},
 };
+
+/* The trust settings (agg_key, seal_key, no_verify, no_seal) into dc;
+ * the keys live in ks. 0, or 2 after printing what is wrong. */
+static int trust_setup(const fmq_conf *c, const char *prog,
+                       fmq_device_keys *ks, fmq_device_cfg *dc)
+{
+    const char *ak = fmq_conf_str(c, "agg_key");
+    dc->no_verify = fmq_conf_bool(c, "no_verify");
+    dc->no_seal = fmq_conf_bool(c, "no_seal");
+    if (!ak && (!dc->no_verify ||
+                (!dc->no_seal && !fmq_conf_str(c, "seal_key")))) {
+        fprintf(stderr, "%s: no agg_key: trust is on by default (global "
+                "models must be signed by the aggregator, updates are "
+                "sealed to it). Give --agg-key FILE (the aggregator's "
+                "public key in PEM), or, for debugging only, --no-verify "
+                "and --no-seal\n", prog);
+        return 2;
+    }
+    if (fmq_device_keys_load(ks, ak, fmq_conf_str(c, "seal_key"), dc)) {
+        fprintf(stderr, "%s: cannot load the trust keys (see above)\n",
+                prog);
+        return 2;
+    }
+    if (dc->no_verify || dc->no_seal)
+        fprintf(stderr, "%s: WARNING: %s%s%s (debugging only)\n", prog,
+                dc->no_verify ? "global models are not verified" : "",
+                dc->no_verify && dc->no_seal ? ", " : "",
+                dc->no_seal ? "updates are sent unsealed" : "");
+    return 0;
+}
 
 static volatile sig_atomic_t stop;
 static void on_signal(int sig)
@@ -79,6 +119,9 @@ int main(int argc, char **argv)
         .setup = {.data = &ds, .idx = part.idx + part.off[party],
                   .n = fmq_partition_size(&part, party)},
         .seed = seed, .party = party, .quant_seed = seed * 1000003u + party};
+    fmq_device_keys ks;
+    if (trust_setup(c, prog, &ks, &dc))
+        return 2;
     fmq_device *d;
     fmq_err e = fmq_device_open(&dc, &d);
     if (e) {
@@ -109,11 +152,23 @@ int main(int argc, char **argv)
     }
     fmq_device_stats st;
     fmq_device_get_stats(d, &st);
-    printf("%s: %s: %llu rounds trained, %llu globals refused, model "
+    char why[256] = "";
+    size_t off = 0;
+    for (uint32_t i = 0; i < st.nreasons && off < sizeof why; i++) {
+        int k = snprintf(why + off, sizeof why - off, "%s%s:%llu",
+                         i ? "," : " (", st.reasons[i].reason,
+                         (unsigned long long)st.reasons[i].count);
+        off = k < 0 ? sizeof why : off + (size_t)k;
+    }
+    if (st.nreasons && off < sizeof why - 1)
+        snprintf(why + off, sizeof why - off, ")");
+    printf("%s: %s: %llu rounds trained, %llu globals refused%s, model "
            "version %llu\n", prog, id, (unsigned long long)st.trained,
-           (unsigned long long)st.refused, (unsigned long long)st.version);
+           (unsigned long long)st.refused, why,
+           (unsigned long long)st.version);
     fmq_devrun_destroy(&r);
     fmq_device_destroy(&d);
+    fmq_device_keys_fini(&ks);
     fmq_partition_fini(&part);
     fmq_data_fini(&ds);
     fmq_conf_destroy(&c);

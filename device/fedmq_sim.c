@@ -41,6 +41,16 @@
 static const fmq_conf_key keys[] = {
     FMQ_CLI_MQTT_KEYS,
     FMQ_CLI_DATA_KEYS,
+    {"agg_key", FMQ_CONF_STR, NULL, "the aggregator's public key (PEM, EC "
+     "P-256) that global models must be signed with; a comma list while a "
+     "key rotates. Required unless no_verify", 0, 0, false},
+    {"seal_key", FMQ_CONF_STR, NULL, "public key updates are sealed to "
+     "(default: the agg_key that signed the global)", 0, 0, false},
+    {"no_verify", FMQ_CONF_BOOL, "false", "take global models without "
+     "checking their signature (debugging only)", 0, 0, false},
+    {"no_seal", FMQ_CONF_BOOL, "false", "publish updates unsealed "
+     "(debugging only: an aggregator requiring sealed updates rejects "
+     "them)", 0, 0, false},
     {"devices", FMQ_CONF_UINT, "10", "devices to simulate", 1, 100000, false},
     {"first_party", FMQ_CONF_UINT, "0", "party index of the first device", 0,
      100000, false},
@@ -81,6 +91,36 @@ static const fmq_conf_key keys[] = {
     {"ack_wait_ms", FMQ_CONF_UINT, "0", "wait this long for each update's "
      "PUBACK (0: never block; resend after reconnects)", 0, 60000, false},
 };
+
+/* The trust settings (agg_key, seal_key, no_verify, no_seal) into dc;
+ * the keys live in ks. 0, or 2 after printing what is wrong. */
+static int trust_setup(const fmq_conf *c, const char *prog,
+                       fmq_device_keys *ks, fmq_device_cfg *dc)
+{
+    const char *ak = fmq_conf_str(c, "agg_key");
+    dc->no_verify = fmq_conf_bool(c, "no_verify");
+    dc->no_seal = fmq_conf_bool(c, "no_seal");
+    if (!ak && (!dc->no_verify ||
+                (!dc->no_seal && !fmq_conf_str(c, "seal_key")))) {
+        fprintf(stderr, "%s: no agg_key: trust is on by default (global "
+                "models must be signed by the aggregator, updates are "
+                "sealed to it). Give --agg-key FILE (the aggregator's "
+                "public key in PEM), or, for debugging only, --no-verify "
+                "and --no-seal\n", prog);
+        return 2;
+    }
+    if (fmq_device_keys_load(ks, ak, fmq_conf_str(c, "seal_key"), dc)) {
+        fprintf(stderr, "%s: cannot load the trust keys (see above)\n",
+                prog);
+        return 2;
+    }
+    if (dc->no_verify || dc->no_seal)
+        fprintf(stderr, "%s: WARNING: %s%s%s (debugging only)\n", prog,
+                dc->no_verify ? "global models are not verified" : "",
+                dc->no_verify && dc->no_seal ? ", " : "",
+                dc->no_seal ? "updates are sent unsealed" : "");
+    return 0;
+}
 
 static volatile sig_atomic_t stop;
 static void on_signal(int sig)
@@ -417,6 +457,10 @@ int main(int argc, char **argv)
         return 2;
     }
     fmq_cli_mqtt(c, &s.mc);
+    fmq_device_cfg trust = {0};
+    fmq_device_keys ks;
+    if (trust_setup(c, prog, &ks, &trust))
+        return 2;
     simdev *devs = calloc(n, sizeof *devs);
     if (!devs)
         return 1;
@@ -451,7 +495,10 @@ int main(int argc, char **argv)
             .trainer = ops,
             .setup = {.data = &ds, .idx = part.idx + part.off[k],
                       .n = fmq_partition_size(&part, k)},
-            .seed = seed, .party = k, .quant_seed = seed * 1000003u + k};
+            .seed = seed, .party = k, .quant_seed = seed * 1000003u + k,
+            .agg_keys = trust.agg_keys, .nagg_keys = trust.nagg_keys,
+            .seal_key = trust.seal_key, .no_verify = trust.no_verify,
+            .no_seal = trust.no_seal};
         fmq_err e = fmq_device_open(&dc, &sd->d);
         if (e) {
             fprintf(stderr, "%s: device %s: %s\n", prog, sd->id,
@@ -539,6 +586,8 @@ done:
             adopt(&devs[i], 0);
     uint64_t trained = 0, refused = 0, bin = 0, bout = 0, rounds_max = 0;
     uint32_t offn = 0, slown = 0, dropn = 0;
+    fmq_reason_count why[16];
+    uint32_t nwhy = 0;
     for (uint32_t i = 0; i < n; i++) {
         simdev *sd = &devs[i];
         disconnect_dev(sd);
@@ -547,6 +596,19 @@ done:
             fmq_device_get_stats(sd->d, &st);
             trained += st.trained;
             refused += st.refused;
+            for (uint32_t j = 0; j < st.nreasons; j++) {
+                uint32_t w = 0;
+                while (w < nwhy && strcmp(why[w].reason,
+                                          st.reasons[j].reason) != 0)
+                    w++;
+                if (w == nwhy && nwhy < 16)
+                    why[nwhy++] = (fmq_reason_count){.count = 0};
+                if (w < nwhy) {
+                    memcpy(why[w].reason, st.reasons[j].reason,
+                           sizeof why[w].reason);
+                    why[w].count += st.reasons[j].count;
+                }
+            }
             if (st.round > rounds_max)
                 rounds_max = st.round;
         }
@@ -557,13 +619,25 @@ done:
         dropn += sd->drop_n;
         fmq_device_destroy(&sd->d);
     }
+    char whys[256] = "";
+    size_t off = 0;
+    for (uint32_t j = 0; j < nwhy && off < sizeof whys; j++) {
+        int k = snprintf(whys + off, sizeof whys - off, "%s%s:%llu",
+                         j ? "," : " (", why[j].reason,
+                         (unsigned long long)why[j].count);
+        off = k < 0 ? sizeof whys : off + (size_t)k;
+    }
+    if (nwhy && off < sizeof whys - 1)
+        snprintf(whys + off, sizeof whys - off, ")");
     printf("fedmq-sim: %u devices, %llu updates trained, %llu globals "
-           "refused, offline %u, slow %u, dropped %u; bytes up %llu, down "
+           "refused%s, offline %u, slow %u, dropped %u; bytes up %llu, down "
            "%llu; peak RSS %.1f MB; %.1f s\n",
-           n, (unsigned long long)trained, (unsigned long long)refused, offn,
+           n, (unsigned long long)trained, (unsigned long long)refused, whys,
+           offn,
            slown, dropn, (unsigned long long)bout, (unsigned long long)bin,
            fmq_cli_peak_rss() / 1048576.0, fmq_mono_seconds() - t0);
     free(devs);
+    fmq_device_keys_fini(&ks);
     fmq_partition_fini(&part);
     fmq_data_fini(&ds);
     fmq_conf_destroy(&c);

@@ -3,6 +3,13 @@
 # fleets started in the background, waits with timeouts, weight
 # comparisons, and a cleanup that stops every process on exit.
 #
+# Trust is on as in production: an aggregator key pair is made for the run
+# with the openssl CLI ($T/agg.pem private, $T/agg.pub public, its key id
+# in AGG_KID); it_agg passes --sign-key (it signs globals and opens sealed
+# updates), it_sim --agg-key (devices verify globals and seal updates to
+# it). A test that wants something else adds flags after them (later
+# flags win), e.g. --no-seal.
+#
 # Source it with FMQ_BUILD set (the Makefile does); it defines:
 #   it_start_broker            broker in $T/broker; sets URI, CA, PORT
 #   it_agg NAME ARGS...        aggregator in the background, stdout in
@@ -36,6 +43,16 @@ it_cleanup() {
 }
 trap it_cleanup EXIT
 trap 'exit 130' INT TERM
+
+# it_keygen NAME: an EC P-256 key pair $T/NAME.pem (SEC1) and $T/NAME.pub
+it_keygen() {
+  openssl ecparam -name prime256v1 -genkey -noout -out "$T/$1.pem" 2>"$T/$1.keygen.err" &&
+    openssl ec -in "$T/$1.pem" -pubout -out "$T/$1.pub" 2>>"$T/$1.keygen.err" ||
+    { cat "$T/$1.keygen.err" >&2; echo "FAIL $IT_NAME: openssl could not make key $1" >&2; exit 1; }
+}
+it_keygen agg
+AGG_KEY="$T/agg.pem"
+AGG_PUB="$T/agg.pub"
 
 fail() {
   IT_FAILED=1
@@ -73,14 +90,14 @@ it_restart_broker() {
 
 it_agg() {
   name=$1; shift
-  "$B/bin/fedmq-aggregator" --broker "$URI" --ca "$CA" "$@" >>"$T/$name.log" 2>&1 &
+  "$B/bin/fedmq-aggregator" --broker "$URI" --ca "$CA" --sign-key "$AGG_KEY" "$@" >>"$T/$name.log" 2>&1 &
   AGG_PID=$!
   IT_PIDS="$IT_PIDS $AGG_PID"
 }
 
 it_sim() {
   name=$1; shift
-  "$B/bin/fedmq-sim" --broker "$URI" --ca "$CA" "$@" >>"$T/$name.log" 2>&1 &
+  "$B/bin/fedmq-sim" --broker "$URI" --ca "$CA" --agg-key "$AGG_PUB" "$@" >>"$T/$name.log" 2>&1 &
   SIM_PID=$!
   IT_PIDS="$IT_PIDS $SIM_PID"
 }

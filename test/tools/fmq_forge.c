@@ -3,7 +3,13 @@
  * tests (test/it_reject.sh): good ones, the same one twice, and each kind
  * of bad one a fleet may send, over the same MQTT layer the devices use.
  *
- *   fmq_forge BROKER_URI CA_FILE FLEET DEVICE ROUND VERSION P KIND [COUNT]
+ *   fmq_forge [--seal KEY.pub] BROKER_URI CA_FILE FLEET DEVICE ROUND VERSION
+ *             P KIND [COUNT]
+ *
+ * --seal: the message (whatever KIND made) goes out in a `sealed`
+ * envelope to that key for (FLEET, DEVICE, ROUND), as a device seals it
+ * (proto/SPEC.md §7.2), so the aggregator's checks behind the opening are
+ * what is tried.
  *
  * KIND: good      a q8 update of P small values
  *       nan       an f32 update with a NaN in it
@@ -23,16 +29,24 @@
 #include "codec.h"
 #include "mqtt.h"
 #include "quant.h"
+#include "trust.h"
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: fmq_forge URI CA FLEET DEVICE ROUND VERSION P "
+    fprintf(stderr, "usage: fmq_forge [--seal KEY.pub] URI CA FLEET DEVICE "
+                    "ROUND VERSION P "
                     "good|nan|wrongp|garbage|oversize|fleet|liar [COUNT]\n");
     return 2;
 }
 
 int main(int argc, char **argv)
 {
+    const char *seal = NULL;
+    if (argc > 2 && strcmp(argv[1], "--seal") == 0) {
+        seal = argv[2];
+        argv += 2;
+        argc -= 2;
+    }
     if (argc < 9 || argc > 10)
         return usage();
     const char *uri = argv[1], *ca = argv[2], *fleet = argv[3];
@@ -93,6 +107,20 @@ int main(int argc, char **argv)
         }
         fmq_qtensor_fini(&u.delta);
         free(x);
+    }
+    if (!e && seal) {
+        fmq_trust_key *k = NULL;
+        fmq_buf sb;
+        fmq_buf_init(&sb);
+        if (!(e = fmq_trust_key_load_public(seal, &k)) &&
+            !(e = fmq_trust_seal(k, NULL, fleet, dev, round, b.data, b.len,
+                                 &sb))) {
+            fmq_buf_fini(&b);
+            b = sb;
+        } else {
+            fmq_buf_fini(&sb);
+        }
+        fmq_trust_key_destroy(&k);
     }
     if (e) {
         fprintf(stderr, "fmq_forge: building %s: %s\n", kind, fmq_strerror(e));
