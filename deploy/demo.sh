@@ -2,6 +2,9 @@
 # make demo — fedmq's main job, end to end, on this machine:
 #
 #   a CA and a server certificate made for the run (deploy/mkcerts.sh),
+#   the aggregator's EC P-256 key pair made for the run (openssl): it signs
+#   every global model, the devices pin its public half, verify every
+#   global with it and seal their updates to it (proto/SPEC.md §7),
 #   a private Mosquitto on a free loopback port with a TLS listener and
 #   persistence (deploy/broker.sh), the aggregator, and a simulated fleet
 #   of 10 devices, each with its own TLS connection and its own share of
@@ -42,21 +45,27 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 t0=$(date +%s.%N)
-echo "== fedmq demo: $DEVICES devices, Fashion-MNIST dirichlet:0.5, model $MODEL, $SCHEME updates, TLS"
+echo "== fedmq demo: $DEVICES devices, Fashion-MNIST dirichlet:0.5, model $MODEL, $SCHEME updates, TLS, signed models, sealed updates"
 sh "$here/broker.sh" start "$tmp/broker" --tls --watch $$
 port=$(cat "$tmp/broker/port")
 uri="mqtts://127.0.0.1:$port"
 ca="$tmp/broker/certs/ca.crt"
 
+# The aggregator's key pair: private half to the aggregator only.
+mkdir -p "$tmp/keys"
+chmod 700 "$tmp/keys"
+openssl ecparam -name prime256v1 -genkey -noout -out "$tmp/keys/agg.pem" 2>/dev/null
+openssl ec -in "$tmp/keys/agg.pem" -pubout -out "$tmp/keys/agg.pub" 2>/dev/null
+
 # The fleet first: its devices wait for the retained global model.
-"$BUILD/bin/fedmq-sim" --broker "$uri" --ca "$ca" --devices $DEVICES \
+"$BUILD/bin/fedmq-sim" --broker "$uri" --ca "$ca" --agg-key "$tmp/keys/agg.pub" --devices $DEVICES \
   --parties $DEVICES --partition dirichlet:0.5 --seed 1 \
   >"$tmp/sim.log" 2>&1 &
 sim_pid=$!
 
 # The aggregator in the foreground: its progress lines are the demo's.
 set +e
-"$BUILD/bin/fedmq-aggregator" --broker "$uri" --ca "$ca" --model "$MODEL" \
+"$BUILD/bin/fedmq-aggregator" --broker "$uri" --ca "$ca" --sign-key "$tmp/keys/agg.pem" --model "$MODEL" \
   --seed 1 --cohort $DEVICES --quorum 8 --round-ms 30000 \
   --rounds "$ROUNDS" --target-acc "$TARGET" --scheme "$SCHEME" \
   --state-dir "$tmp/aggregator" 2>"$tmp/aggregator.err" | tee "$tmp/aggregator.log"
@@ -83,7 +92,7 @@ agg, sim = open(sys.argv[1]).read(), open(sys.argv[2]).read()
 t0, t1, ndev, target = float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
 s = re.search(r"summary: (\d+) rounds, test accuracy ([\d.]+), (\d+) updates of ([\d.]+) KB on average "
               r"\(float32 deltas: ([\d.]+) KB, ([\d.]+)x larger\)", agg)
-f = re.search(r"(\d+) devices, (\d+) updates trained.*bytes up (\d+), down (\d+)", sim)
+f = re.search(r"(\d+) devices, (\d+) updates trained, (\d+) globals refused.*bytes up (\d+), down (\d+)", sim)
 rounds, acc, nupd = int(s.group(1)), float(s.group(2)), int(s.group(3))
 kb, f32kb, ratio = float(s.group(4)), float(s.group(5)), float(s.group(6))
 print("== demo summary")
@@ -92,8 +101,12 @@ print("accuracy      %.2f %% on the Fashion-MNIST test set after %d rounds (targ
 print("updates       %d counted; %.1f KB per device per round up (float32 deltas: %.1f KB, %.2fx more)"
       % (nupd, kb, f32kb, ratio))
 if f:
-    up, down = int(f.group(3)), int(f.group(4))
+    up, down = int(f.group(4)), int(f.group(5))
     print("fleet         %d devices sent %.1f MB and received %.1f MB in all (MQTT payload and topic bytes)"
           % (int(f.group(1)), up / 1e6, down / 1e6))
+k = re.search(r"globals signed by key (\w+), updates sealed to key (\w+)", agg)
+if k:
+    print("trust         globals signed by key %s, updates sealed to key %s; %s globals refused by devices"
+          % (k.group(1), k.group(2), f.group(3) if f else "?"))
 print("time          %.1f s, including certificates, broker start and data loading" % (t1 - t0))
 EOF
