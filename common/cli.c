@@ -3,6 +3,7 @@
  */
 #include "cli.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -58,9 +59,24 @@ fmq_err fmq_cli_data(const fmq_conf *c, const char *prog, fmq_dataset *ds,
     return e;
 }
 
+/* Every round a program allocates and frees buffers of a model's size
+ * (a 400 KB global per device, a 100 KB update, decode and encode
+ * buffers). glibc serves such sizes with mmap and, once they are freed,
+ * gives the top of the heap back to the kernel, so the next round faults
+ * every page in again: in fedmq-sim with 50 devices that was a third of
+ * the round (test/bench/fleet_bench.sh, 0.088 s against 0.062 s per round).
+ * Keep freed memory for reuse instead: peak RSS is unchanged, the
+ * resident set just stays at its peak. */
+static void tune_memory(void)
+{
+    (void)mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    (void)mallopt(M_TRIM_THRESHOLD, 1 << 30);
+}
+
 int fmq_cli_parse(fmq_conf *c, int argc, char **argv, const char *prog,
                   const char *summary)
 {
+    tune_memory();
     bool help = false;
     fmq_err e = fmq_conf_parse_args(c, argc, argv, &help);
     if (help) {
