@@ -18,8 +18,13 @@
  *   drop     it trains and drops off before sending; it returns drop_ms
  *            later and sends the update then (late, usually).
  *
- * One thread drives every device (training runs inline, device after
- * device); Paho's own threads do the network. The run ends when a device
+ * A few poller threads (threads, default one per core) drive the
+ * devices: thread t owns devices t, t + threads, ... and runs their whole
+ * work inline (verify and decode the global, train, quantize, seal,
+ * publish), so a fleet's per-device work uses every core the way devices
+ * on their own CPUs would; Paho's own threads do the network. A device is
+ * only ever touched by its one poller (and, while it connects, by a
+ * connector thread, never both). The run ends when a device
  * holds a global of round until_round, after max_seconds, or at SIGINT /
  * SIGTERM; then every device says offline and disconnects, and one
  * summary line is printed.
@@ -32,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "cohort.h"
@@ -88,6 +94,8 @@ static const fmq_conf_key keys[] = {
      "limit)", 0, 1e9, false},
     {"connect_ms", FMQ_CONF_UINT, "15000", "first connection timeout per "
      "device", 100, 600000, false},
+    {"threads", FMQ_CONF_UINT, "0", "poller threads sharing the devices "
+     "(0: one per online core, at most 64)", 0, 64, false},
     {"ack_wait_ms", FMQ_CONF_UINT, "0", "wait this long for each update's "
      "PUBACK (0: never block; resend after reconnects)", 0, 60000, false},
 };
@@ -122,7 +130,7 @@ static int trust_setup(const fmq_conf *c, const char *prog,
     return 0;
 }
 
-static volatile sig_atomic_t stop;
+static atomic_int stop; /* lock-free on every target: signal-safe */
 static void on_signal(int sig)
 {
     (void)sig;
@@ -234,6 +242,11 @@ typedef struct sim {
     pthread_cond_t qcv;
     simdev *qhead, *qtail;
     bool qstop;
+    /* pollers */
+    simdev *devs;
+    uint32_t n, npollers;
+    uint64_t until;
+    double t0, max_s;
 } sim;
 
 /* true when round is in the comma list (NULL: every round). */
@@ -400,6 +413,57 @@ static void sleep_ms(unsigned ms)
     nanosleep(&ts, NULL);
 }
 
+typedef struct poller {
+    sim *s;
+    uint32_t t;
+    pthread_t th;
+} poller;
+
+/* Poller t: devices t, t + npollers, ... until stop. */
+static void *poll_devices(void *arg)
+{
+    const poller *pl = arg;
+    sim *s = pl->s;
+    while (!atomic_load(&stop)) {
+        bool any = false;
+        double now = fmq_mono_seconds();
+        for (uint32_t i = pl->t; i < s->n && !atomic_load(&stop);
+             i += s->npollers) {
+            simdev *sd = &s->devs[i];
+            if (!sd->r) {
+                if (!adopt(sd, now)) {
+                    if (atomic_load(&sd->conn) == CONN_IDLE &&
+                        now >= sd->back_at)
+                        enqueue(s, sd);
+                    continue;
+                }
+            }
+            bool did = false;
+            if (fmq_devrun_poll(sd->r, 0, &did))
+                continue;
+            any |= did;
+            if (sd->pending_act != ACT_NONE) {
+                double away = sd->pending_act == ACT_OFFLINE ? s->offline_ms
+                                                             : s->drop_ms;
+                sd->pending_act = ACT_NONE;
+                disconnect_dev(sd);
+                sd->back_at = fmq_mono_seconds() + away / 1000.0;
+            }
+            if (s->until) {
+                fmq_device_stats st;
+                fmq_device_get_stats(sd->d, &st);
+                if (st.round >= s->until)
+                    atomic_store(&stop, 1);
+            }
+        }
+        if (s->max_s > 0 && fmq_mono_seconds() - s->t0 >= s->max_s)
+            atomic_store(&stop, 1);
+        if (!any)
+            sleep_ms(1);
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     const char *prog = "fedmq-sim";
@@ -469,6 +533,12 @@ int main(int argc, char **argv)
     uint64_t seed = fmq_conf_uint(c, "seed");
     int rc = 0;
     double t0 = fmq_mono_seconds();
+    /* settle the library's lazily initialised globals (error names, log
+     * level, BLAS threads) before any other thread can race for them */
+    (void)fmq_errname(FMQ_OK);
+    (void)fmq_log_get_level();
+    if (!getenv("OPENBLAS_NUM_THREADS"))
+        fmq_nn_set_threads(1);
     pthread_mutex_init(&s.qmu, NULL);
     pthread_cond_init(&s.qcv, NULL);
     uint32_t nworkers = n < 64 ? n : 64, started = 0;
@@ -535,43 +605,40 @@ int main(int argc, char **argv)
     fflush(stdout);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    uint64_t until = fmq_conf_uint(c, "until_round");
-    double max_s = fmq_conf_double(c, "max_seconds");
-    while (!stop) {
-        bool any = false;
-        double now = fmq_mono_seconds();
-        for (uint32_t i = 0; i < n && !stop; i++) {
-            simdev *sd = &devs[i];
-            if (!sd->r) {
-                if (!adopt(sd, now)) {
-                    if (atomic_load(&sd->conn) == CONN_IDLE &&
-                        now >= sd->back_at)
-                        enqueue(&s, sd);
-                    continue;
-                }
-            }
-            bool did = false;
-            if (fmq_devrun_poll(sd->r, 0, &did))
-                continue;
-            any |= did;
-            if (sd->pending_act != ACT_NONE) {
-                double away = sd->pending_act == ACT_OFFLINE ? s.offline_ms
-                                                             : s.drop_ms;
-                sd->pending_act = ACT_NONE;
-                disconnect_dev(sd);
-                sd->back_at = fmq_mono_seconds() + away / 1000.0;
-            }
-            if (until) {
-                fmq_device_stats st;
-                fmq_device_get_stats(sd->d, &st);
-                if (st.round >= until)
-                    stop = 1;
-            }
-        }
-        if (max_s > 0 && fmq_mono_seconds() - t0 >= max_s)
+    s.devs = devs;
+    s.n = n;
+    s.until = fmq_conf_uint(c, "until_round");
+    s.max_s = fmq_conf_double(c, "max_seconds");
+    s.t0 = t0;
+    uint32_t np = (uint32_t)fmq_conf_uint(c, "threads");
+    if (!np) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        np = cpus < 1 ? 1 : cpus > 64 ? 64 : (uint32_t)cpus;
+    }
+    if (np > n)
+        np = n;
+    s.npollers = np;
+    poller pollers[64];
+    uint32_t running = 0;
+    for (; running < np; running++) {
+        pollers[running] = (poller){.s = &s, .t = running};
+        if (pthread_create(&pollers[running].th, NULL, poll_devices,
+                           &pollers[running]))
             break;
-        if (!any)
-            sleep_ms(1);
+    }
+    if (running < np) {
+        /* fewer threads than asked: poll every device from this one */
+        fprintf(stderr, "%s: started %u of %u poller threads; polling "
+                        "from the main thread\n", prog, running, np);
+        atomic_store(&stop, 1);
+        for (uint32_t i = 0; i < running; i++)
+            pthread_join(pollers[i].th, NULL);
+        atomic_store(&stop, 0);
+        s.npollers = 1;
+        poll_devices(&(poller){.s = &s, .t = 0});
+    } else {
+        for (uint32_t i = 0; i < running; i++)
+            pthread_join(pollers[i].th, NULL);
     }
 done:
     pthread_mutex_lock(&s.qmu);

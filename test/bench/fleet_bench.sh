@@ -9,7 +9,14 @@
 #   test/bench/fleet_bench.sh [BUILD]
 #
 # Environment: FLEET_N (default "10 50 1000"), FLEET_MODES (default
-# "tcp tls"), FLEET_ROUNDS (rounds per run, default 12; 6 for N >= 500).
+# "tcp tls"), FLEET_ROUNDS (rounds per run, default 12; 6 for N >= 500),
+# FLEET_OFF_N (default "50": the N that also run with trust off).
+#
+# Trust is on as in a real fleet: the aggregator signs every global with a
+# P-256 key made for the run and opens sealed updates; devices verify and
+# seal. For each N in FLEET_OFF_N the same run is repeated with trust off
+# (--no-sign --no-seal, --no-verify --no-seal), and the ratio of the two
+# periods is issue 5's cost of trust (target <= 1.10).
 #
 # Per (mode, N) it prints
 #   period   median seconds from one round's close to the next (rounds 2..),
@@ -53,6 +60,12 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+mkdir -p "$tmp/keys"
+openssl ecparam -name prime256v1 -genkey -noout -out "$tmp/keys/agg.pem" 2>/dev/null &&
+  openssl ec -in "$tmp/keys/agg.pem" -pubout -out "$tmp/keys/agg.pub" 2>/dev/null ||
+  { echo "fleet_bench: openssl could not make the aggregator's key" >&2; exit 1; }
+OFF_NS=${FLEET_OFF_N:-50}
+
 # Prefix each line read with a monotonic timestamp (seconds).
 stamp() {
   "$PY" -u -c 'import sys, time
@@ -63,8 +76,8 @@ for line in sys.stdin:
 
 res=$out/results.txt
 : >"$res"
-printf '%-4s %5s %8s %8s %8s %6s %9s %9s %8s %8s\n' mode N period agg_sec raw \
-  ratio up_KB down_KB aggRSS simRSS
+printf '%-4s %5s %5s %8s %8s %8s %6s %9s %9s %8s %8s\n' mode N trust period \
+  agg_sec raw ratio up_KB down_KB aggRSS simRSS
 for mode in $MODES; do
   bdir=$tmp/broker-$mode
   if [ "$mode" = tls ]; then
@@ -76,29 +89,43 @@ for mode in $MODES; do
     uri=mqtt://127.0.0.1:$(cat "$bdir/port")
     ca=""
   fi
+  runs=""
   for n in $NS; do
+    runs="$runs $n:on"
+    for o in $OFF_NS; do [ "$o" = "$n" ] && runs="$runs $n:off"; done
+  done
+  for run in $runs; do
+    n=${run%:*}
+    trust=${run#*:}
+    if [ "$trust" = on ]; then
+      aggtrust="--sign-key $tmp/keys/agg.pem"
+      simtrust="--agg-key $tmp/keys/agg.pub"
+    else
+      aggtrust="--no-sign --no-seal"
+      simtrust="--no-verify --no-seal"
+    fi
     if [ -n "${FLEET_ROUNDS:-}" ]; then rounds=$FLEET_ROUNDS
     elif [ "$n" -ge 500 ]; then rounds=6
     else rounds=12; fi
-    fl=fb-$mode-$n
-    log=$out/$mode-$n
+    fl=fb-$mode-$n-$trust
+    log=$out/$mode-$n-$trust
     # shellcheck disable=SC2086
     { "$AGG" --broker "$uri" $ca --fleet "$fl" --model mlp:128 --scheme q8 \
         --holdout none --cohort "$n" --round-ms 600000 --rounds "$rounds" \
-        --state-dir "$tmp/agg-$fl" 2>"$log.agg.err" | stamp >"$log.agg"; } &
+        --state-dir "$tmp/agg-$fl" $aggtrust 2>"$log.agg.err" | stamp >"$log.agg"; } &
     aggjob=$!
     # the aggregator publishes its first global once connected; devices
     # that connect later get it as the retained message
     # shellcheck disable=SC2086
     "$SIM" --broker "$uri" $ca --fleet "$fl" --devices "$n" --parties "$n" \
         --trainer trivial --until-round $((rounds + 1)) --max-seconds 900 \
-        >"$log.sim" 2>"$log.sim.err" || {
-      echo "fleet_bench: fedmq-sim failed ($mode, N=$n); see $log.sim.err" >&2
+        $simtrust >"$log.sim" 2>"$log.sim.err" || {
+      echo "fleet_bench: fedmq-sim failed ($mode, N=$n, trust $trust); see $log.sim.err" >&2
       tail -5 "$log.sim.err" >&2; exit 1; }
-    wait $aggjob || { echo "fleet_bench: aggregator failed ($mode, N=$n)" >&2
+    wait $aggjob || { echo "fleet_bench: aggregator failed ($mode, N=$n, trust $trust)" >&2
                       tail -5 "$log.agg.err" >&2; exit 1; }
     if ! grep -q 'summary:' "$log.agg"; then
-      echo "fleet_bench: the aggregator did not finish ($mode, N=$n); see $log.agg" >&2
+      echo "fleet_bench: the aggregator did not finish ($mode, N=$n, trust $trust); see $log.agg" >&2
       exit 1
     fi
     # the same messages with no fedmq logic: the global's and the
@@ -117,11 +144,12 @@ EOF
     # shellcheck disable=SC2086
     "$RAW" --broker "$uri" $ca --fleet "$fl" --devices "$n" --rounds "$rounds" \
         --global-bytes "$gsz" --update-bytes "$usz" >"$log.raw" 2>"$log.raw.err" || {
-      echo "fleet_bench: raw_fleet failed ($mode, N=$n); see $log.raw.err" >&2
+      echo "fleet_bench: raw_fleet failed ($mode, N=$n, trust $trust); see $log.raw.err" >&2
       tail -5 "$log.raw.err" >&2; exit 1; }
-    "$PY" - "$log" "$mode" "$n" "$rounds" >>"$res" <<'EOF'
+    "$PY" - "$log" "$mode" "$n" "$rounds" "$trust" >>"$res" <<'EOF'
 import re, statistics, sys
 log, mode, n, r = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+trust = sys.argv[5]
 closes, secs = {}, {}
 for line in open(log + ".agg"):
     m = re.match(r"(\S+) round (\d+): .*, ([0-9.]+) s$", line)
@@ -142,18 +170,20 @@ tr, up, down, sim_rss = (int(m.group(1)), int(m.group(2)), int(m.group(3)),
 m = re.search(r"median ([0-9.]+) s per round.*peak RSS ([0-9.]+) MB",
               open(log + ".raw").read())
 raw, raw_rss = float(m.group(1)), float(m.group(2))
-print(mode, n, "%.4f" % period, "%.4f" % agg_sec, "%.4f" % raw,
+print(mode, n, trust, "%.4f" % period, "%.4f" % agg_sec, "%.4f" % raw,
       "%.2f" % (period / raw), "%.1f" % (up / tr / 1000),
       "%.1f" % (down / (n * (r + 1)) / 1000), agg_rss, sim_rss, raw_rss)
 EOF
-    tail -1 "$res" | awk '{printf "%-4s %5s %8s %8s %8s %6s %9s %9s %8s %8s\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10}'
+    tail -1 "$res" | awk '{printf "%-4s %5s %5s %8s %8s %8s %6s %9s %9s %8s %8s\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11}'
   done
   sh "$here/deploy/broker.sh" stop "$bdir" >/dev/null
 done
 
 "$PY" - "$res" <<'EOF'
 import sys
-rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+allrows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+off = {(r[0], int(r[1])): r[:2] + r[3:] for r in allrows if r[2] == "off"}
+rows = [r[:2] + r[3:] for r in allrows if r[2] == "on"]
 by = {(r[0], int(r[1])): r for r in rows}
 ns = sorted({int(r[1]) for r in rows})
 print()
@@ -182,4 +212,10 @@ for mode, lim in (("tcp", 0.08), ("tls", 0.16)):
     if (mode, "dev") in by:
         target("%s: per-device overhead %.2f MB <= 4 MB" % (mode, by[(mode, "dev")]),
                by[(mode, "dev")] <= 4)
+for (mode, n), o in sorted(off.items()):
+    r = by.get((mode, n))
+    if r:
+        q = float(r[2]) / float(o[2])
+        target("N=%d %s: trust on/off %s/%s s = %.2f <= 1.10" % (n, mode, r[2], o[2], q),
+               q <= 1.10)
 EOF
