@@ -94,6 +94,10 @@ static const fmq_conf_key keys[] = {
      "limit)", 0, 1e9, false},
     {"connect_ms", FMQ_CONF_UINT, "15000", "first connection timeout per "
      "device", 100, 600000, false},
+    {"tokens", FMQ_CONF_STR, NULL, "file of '<device id> <token>' lines "
+     "(fedmq-keygen tokens): each device connects with its own token as "
+     "its MQTT password (unset: the password option, if any, for all)", 0,
+     0, false},
     {"threads", FMQ_CONF_UINT, "0", "poller threads sharing the devices "
      "(0: one per online core, at most 64)", 0, 64, false},
     {"ack_wait_ms", FMQ_CONF_UINT, "0", "wait this long for each update's "
@@ -226,6 +230,7 @@ typedef struct simdev {
     uint64_t off_round;  /* the round it is offline for (0: none) */
     uint64_t bytes_in, bytes_out, msgs_out; /* of finished connections */
     uint32_t offline_n, slow_n, drop_n;
+    const char *token;  /* its MQTT password from the tokens file, or NULL */
     atomic_int conn;    /* CONN_*, while r is NULL */
     fmq_devrun *r_new;  /* set by a connector thread (CONN_READY) */
     struct simdev *next_q;
@@ -330,7 +335,10 @@ static fmq_err connect_dev(simdev *sd)
 {
     const sim *s = sd->sim;
     fmq_devrun *r;
-    fmq_err e = fmq_devrun_new(sd->d, &s->mc, s->connect_ms, &r);
+    fmq_mqtt_cfg mc = s->mc;
+    if (sd->token)
+        mc.password = sd->token;
+    fmq_err e = fmq_devrun_new(sd->d, &mc, s->connect_ms, &r);
     if (e) {
         fmq_log_warn("sim: %s: connecting: %s", sd->id, fmq_strerror(e));
         atomic_store(&sd->conn, CONN_FAILED);
@@ -411,6 +419,59 @@ static void sleep_ms(unsigned ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
+}
+
+/* The tokens file: one "<device id> <token>" per line, '#' comments and
+ * blank lines skipped. Each device of devs gets the token of its id;
+ * every device must have one. The file's text stays in *text (tokens
+ * point into it). 0, or 2 after printing what is wrong. */
+static int tokens_load(const char *path, const char *prog, simdev *devs,
+                       uint32_t n, uint8_t **text)
+{
+    size_t len;
+    fmq_err e = fmq_file_read(path, 64u << 20, text, &len);
+    if (e) {
+        fprintf(stderr, "%s: tokens file %s: %s\n", prog, path,
+                fmq_strerror(e));
+        return 2;
+    }
+    char *p = (char *)*text;
+    p[len] = 0; /* fmq_file_read leaves room for a terminator */
+    uint32_t lineno = 0;
+    while (*p) {
+        char *line = p, *nl = strchr(p, '\n');
+        p = nl ? nl + 1 : p + strlen(p);
+        if (nl)
+            *nl = 0;
+        lineno++;
+        char *id = line + strspn(line, " \t\r");
+        if (!*id || *id == '#')
+            continue;
+        char *sp = id + strcspn(id, " \t");
+        if (!*sp) {
+            fprintf(stderr, "%s: tokens file %s line %u: want '<device id> "
+                            "<token>'\n", prog, path, lineno);
+            return 2;
+        }
+        *sp++ = 0;
+        char *tok = sp + strspn(sp, " \t");
+        tok[strcspn(tok, " \t\r")] = 0;
+        if (!*tok) {
+            fprintf(stderr, "%s: tokens file %s line %u: no token for %s\n",
+                    prog, path, lineno, id);
+            return 2;
+        }
+        for (uint32_t i = 0; i < n; i++)
+            if (strcmp(devs[i].id, id) == 0)
+                devs[i].token = tok;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        if (!devs[i].token) {
+            fprintf(stderr, "%s: tokens file %s has no token for device "
+                            "%s\n", prog, path, devs[i].id);
+            return 2;
+        }
+    return 0;
 }
 
 typedef struct poller {
@@ -533,6 +594,16 @@ int main(int argc, char **argv)
     uint64_t seed = fmq_conf_uint(c, "seed");
     int rc = 0;
     double t0 = fmq_mono_seconds();
+    uint8_t *tokens_text = NULL;
+    for (uint32_t i = 0; i < n; i++)
+        snprintf(devs[i].id, sizeof devs[i].id, "%s-%04u",
+                 fmq_conf_str(c, "id_prefix"), first + i);
+    const char *tokens = fmq_conf_str(c, "tokens");
+    if (tokens && tokens_load(tokens, prog, devs, n, &tokens_text)) {
+        fmq_free(tokens_text);
+        free(devs);
+        return 2;
+    }
     /* settle the library's lazily initialised globals (error names, log
      * level, BLAS threads) before any other thread can race for them */
     (void)fmq_errname(FMQ_OK);
@@ -704,6 +775,7 @@ done:
            slown, dropn, (unsigned long long)bout, (unsigned long long)bin,
            fmq_cli_peak_rss() / 1048576.0, fmq_mono_seconds() - t0);
     free(devs);
+    fmq_free(tokens_text);
     fmq_device_keys_fini(&ks);
     fmq_partition_fini(&part);
     fmq_data_fini(&ds);
