@@ -133,6 +133,9 @@ $(BUILD)/bench/%: $(BUILD)/obj/test/bench/%.o $(LIB)
 bench: $(BUILD)/.deps-bench
 	$(MAKE) --no-print-directory SAN=0 $(BENCH_BINS) all
 	@for b in $(BENCH_BINS); do echo "== $$b"; FMQ_BUILD=$(BUILD) $$b || exit 1; done
+	$(MAKE) --no-print-directory SAN=0 $(BUILD)/tools/raw_fleet
+	@echo "== the runtime's round: fedmq-aggregator + fedmq-sim against raw_fleet (test/bench/fleet_bench.sh $(BUILD))"
+	sh test/bench/fleet_bench.sh $(BUILD)
 	@echo "== NIID-Bench FedAvg, short run (10 rounds, 1 local epoch; full table: test/bench/niid_table.sh $(BUILD))"
 	sh test/bench/niid_table.sh $(BUILD) 10 1
 
