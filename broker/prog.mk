@@ -1,8 +1,14 @@
 # broker/: what a fedmq broker runs beside Mosquitto (broker/README.md).
 #   fedmq_auth.so   Mosquitto plugin (API v5): identity from an ES256 JWT or
 #                   a client certificate, ACL by identity (SPEC §2)
+#   fedmq-keygen    issuer keys, key ids and tokens
 
 LIBS_JWT ?= -ljwt
+
+PROGS += $(BUILD)/bin/fedmq-keygen
+$(BUILD)/bin/fedmq-keygen: $(BUILD)/obj/broker/fedmq_keygen.o $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_ALL) $(filter-out $(LIB),$^) $(LIB) -o $@ $(LIBS_ALL) $(LIBS_JWT)
 
 # The plugin is loaded by /usr/sbin/mosquitto: position-independent, never
 # sanitized (the broker has no sanitizer runtime), and linked without
