@@ -134,6 +134,8 @@ typedef struct ident {
 static struct {
     mosquitto_plugin_id_t *pid;
     config cfg;
+    struct mosquitto_opt *opts; /* a copy of the options given at start */
+    int nopts;
     ident **bucket;
     size_t nbucket, count;
     time_t last_sweep;
@@ -868,19 +870,54 @@ static int on_disconnect(int event, void *event_data, void *userdata)
     return MOSQ_ERR_SUCCESS;
 }
 
+/* SIGHUP. Mosquitto 2.0 passes no options with the event and keeps the
+ * plugin loaded, so the options given at start are parsed again: the key
+ * files are read again (a rotated key file takes effect), and a file that
+ * is now missing or bad keeps the configuration as it was. */
 static int on_reload(int event, void *event_data, void *userdata)
 {
     struct mosquitto_evt_reload *ev = event_data;
     config c;
-    if (!config_parse(&c, ev->options, ev->option_count)) {
-        plog(MOSQ_LOG_ERR, "reload: the options above are refused; keeping "
-             "the previous configuration");
+    bool given = ev && ev->option_count > 0;
+    if (!config_parse(&c, given ? ev->options : g.opts,
+                      given ? ev->option_count : g.nopts)) {
+        plog(MOSQ_LOG_ERR, "reload: refused (above); keeping the previous "
+             "configuration");
         return MOSQ_ERR_SUCCESS;
     }
     g.cfg = c;
     plog(MOSQ_LOG_NOTICE, "reloaded");
     config_log(&g.cfg);
     return MOSQ_ERR_SUCCESS;
+}
+
+static void opts_free(void)
+{
+    for (int i = 0; i < g.nopts; i++) {
+        free(g.opts[i].key);
+        free(g.opts[i].value);
+    }
+    free(g.opts);
+    g.opts = NULL;
+    g.nopts = 0;
+}
+
+static bool opts_copy(const struct mosquitto_opt *o, int n)
+{
+    if (n <= 0)
+        return true;
+    if (!(g.opts = calloc((size_t)n, sizeof *g.opts)))
+        return false;
+    for (; g.nopts < n; g.nopts++) {
+        struct mosquitto_opt *d = &g.opts[g.nopts];
+        d->key = strdup(o[g.nopts].key ? o[g.nopts].key : "");
+        d->value = strdup(o[g.nopts].value ? o[g.nopts].value : "");
+        if (!d->key || !d->value) {
+            g.nopts++;
+            return false;
+        }
+    }
+    return true;
 }
 
 /* ------------------------------------------------------------ the plugin */
@@ -912,8 +949,10 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
         plog(MOSQ_LOG_ERR, "not started: fix the plugin_opt_* lines above");
         return MOSQ_ERR_INVAL;
     }
-    if (!table_grow()) {
+    if (!table_grow() || !opts_copy(options, option_count)) {
         plog(MOSQ_LOG_ERR, "not started: out of memory");
+        opts_free();
+        table_free();
         return MOSQ_ERR_NOMEM;
     }
     g.pid = identifier;
@@ -926,6 +965,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
             for (size_t j = 0; j < i; j++)
                 mosquitto_callback_unregister(identifier, events[j].event,
                                               events[j].fn, NULL);
+            opts_free();
             table_free();
             return rc;
         }
@@ -948,7 +988,7 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options,
     }
     plog(MOSQ_LOG_NOTICE, "summary: accepted %lu by token, %lu by "
          "certificate; refused %lu%s%s; denied %lu publish, %lu subscribe, "
-         "%lu receive, %lu without identity; %zu clients known",
+         "%lu receive, %lu without identity; %zu known clients",
          g.ok_token, g.ok_cert, total, total ? ": " : "", line, g.denied_write,
          g.denied_sub, g.denied_read, g.denied_noid, g.count);
     if (g.pid)
@@ -956,5 +996,6 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options,
             mosquitto_callback_unregister(g.pid, events[i].event, events[i].fn,
                                           NULL);
     table_free();
+    opts_free();
     return MOSQ_ERR_SUCCESS;
 }

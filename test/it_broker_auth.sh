@@ -21,6 +21,8 @@
 #   mTLS     on a require_certificate + use_identity_as_username listener a
 #            device certificate (CN dev-0201) publishes its own update and
 #            not another's; no certificate, no connection
+#   reload   SIGHUP reads the issuer key files again (a rotated key file
+#            takes effect, the old key's tokens are refused)
 #   burst    1,000 bad-token connections (raw MQTT 5 CONNECTs over TLS from
 #            4 threads) all refused (CONNACK 135), counted in the log; the
 #            broker still serves a valid device afterwards, and its summary
@@ -62,6 +64,8 @@ s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 "$KG" key "$T/iss.pem" --pub "$T/iss.pub" >"$T/iss.kid" || fail "fedmq-keygen key"
 "$KG" key "$T/iss2.pem" --pub "$T/iss2.pub" >"$T/iss2.kid" || fail "fedmq-keygen key (2)"
 "$KG" key "$T/other.pem" >/dev/null || fail "fedmq-keygen key (other)"
+"$KG" key "$T/iss3.pem" --pub "$T/iss3.pub" >"$T/iss3.kid" || fail "fedmq-keygen key (3)"
+cp "$T/iss2.pub" "$T/rot.pub"  # the second key slot: iss2, rotated to iss3 below
 KID=$(cat "$T/iss.kid")
 [ "$("$KG" kid "$T/iss.pub")" = "$KID" ] || fail "fedmq-keygen kid of the public key differs"
 CERTS="$T/certs"
@@ -88,7 +92,7 @@ bad_start private-key "plugin_opt_issuer_key $T/iss.pem" "is a private key"
 
 cat >"$T/auth.conf" <<EOF
 plugin $SO
-plugin_opt_issuer_key $T/iss.pub,$T/iss2.pub
+plugin_opt_issuer_key $T/iss.pub,$T/rot.pub
 plugin_opt_fleet F
 plugin_opt_mtls true
 plugin_opt_log_ok true
@@ -400,6 +404,19 @@ if mosquitto_pub $M -i dev-0202 -q 1 -t fedmq/F/update/dev-0202 -m nocert >"$T/m
   bad "mTLS listener: a client without a certificate published"
 else
   ok "mTLS listener: no client certificate, no connection ($(head -1 "$T/m3.out"))"
+fi
+
+# ------------------------------------------------------------------ reload
+# SIGHUP reads the key files again: the second slot now holds key 3.
+cp "$T/iss3.pub" "$T/rot.pub"
+kill -HUP "$BPID"
+if wait_log "fedmq_auth: tokens ES256 from issuer keys $KID,$(cat "$T/iss3.kid")"; then
+  accepted "after SIGHUP, a token of the rotated-in key" dev-0140 \
+    -P "$("$KG" token --key "$T/iss3.pem" --fleet F --sub dev-0140 --role device)"
+  refused "after SIGHUP, a token of the rotated-out key" dev-0141 "bad signature \(kid $(cat "$T/iss2.kid") is not an issuer key" \
+    -P "$("$KG" token --key "$T/iss2.pem" --fleet F --sub dev-0141 --role device)"
+else
+  bad "SIGHUP: the plugin did not reload the key files"
 fi
 
 # ------------------------------------------------------------------- burst
