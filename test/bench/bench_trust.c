@@ -1,8 +1,13 @@
 /*
  * bench_trust.c — what fedmq's cryptography costs per message: sign and
- * verify of a global, seal and open of an update, for the q8 update of the
- * mlp:128 Fashion-MNIST model (P = 101,770 values, block 256: ~104 KB),
- * measured against memcpy of the same bytes in the same run.
+ * verify of a global, seal and open of an update, measured against memcpy
+ * of the same bytes in the same run, for
+ *   - the q8 update of the mlp:128 Fashion-MNIST model (P = 101,770
+ *     values, block 256: ~104 KB) and of a P = 1,000,000 model (~1 MB),
+ *     what devices seal and the aggregator opens;
+ *   - float32 weights of the same two sizes (407 KB, 4 MB), what a signed
+ *     global carries (the rows name the op that applies: sign, verify);
+ * every op is timed on every message, the rows that apply are marked.
  *
  * Each figure is the best of 5 trials of at least 0.05 s (so about 2.5 s in
  * all). The fixed part (the P-256 operations: one scalar multiplication
@@ -18,7 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define P 101770u
+#define P_SMALL 101770u
+#define P_LARGE 1000000u
 #define BLOCK 256u
 #define TRIALS 5
 #define MIN_TRIAL_S 0.05
@@ -114,14 +120,14 @@ static void bench(const char *label, const uint8_t *msg, size_t len,
     free(c.copy);
 }
 
-int main(void)
+/* A q8 update message of P values, as a device sends it, into msg. */
+static void make_update(uint32_t P, fmq_buf *msg)
 {
-    /* a q8 update of P values, as a device sends it */
-    float *x = malloc(P * sizeof *x);
+    float *x = malloc((size_t)P * sizeof *x);
     if (!x)
         need(FMQ_ERR_NOMEM, "delta");
     fmq_rng r;
-    fmq_rng_seed(&r, 1);
+    fmq_rng_seed(&r, P);
     for (uint32_t i = 0; i < P; i++)
         x[i] = (float)(fmq_rng_normal(&r) * 0.01);
     fmq_msg_update u;
@@ -132,9 +138,28 @@ int main(void)
     u.loss = 0.5f;
     fmq_quant_cfg qc = {FMQ_Q_Q8, BLOCK, false};
     need(fmq_quant_encode(&qc, x, P, NULL, &u.delta), "quantize");
-    fmq_buf msg;
-    fmq_buf_init(&msg);
-    need(fmq_codec_encode_update(&u, &msg), "encode");
+    fmq_buf_init(msg);
+    need(fmq_codec_encode_update(&u, msg), "encode");
+    fmq_qtensor_fini(&u.delta);
+    free(x);
+}
+
+/* float32 weights of P values (the bulk of a global model message). */
+static uint8_t *make_weights(uint32_t P, size_t *len)
+{
+    *len = (size_t)P * 4;
+    uint8_t *w = malloc(*len);
+    if (!w)
+        need(FMQ_ERR_NOMEM, "weights");
+    fmq_rng r;
+    fmq_rng_seed(&r, P + 1);
+    for (size_t i = 0; i < *len; i++)
+        w[i] = (uint8_t)fmq_rng_u64(&r);
+    return w;
+}
+
+int main(void)
+{
     fmq_trust_key *key = NULL;
     fmq_trust_rng *rng = NULL;
     need(fmq_trust_rng_new(&rng), "rng");
@@ -144,18 +169,32 @@ int main(void)
            "trials of >= %.2f s\n", TRIALS, MIN_TRIAL_S);
     printf("%-8s %-7s %9s %9s %10s %12s\n", "message", "op", "bytes", "ms",
            "x memcpy", "MB/s");
-    double big[4], tiny[4];
+    double big[4], tiny[4], t[4];
+    fmq_buf msg;
+    make_update(P_SMALL, &msg);
+    size_t small_len = msg.len;
     bench("q8 P", msg.data, msg.len, key, rng, big);
+    fmq_buf_fini(&msg);
     bench("1 byte", (const uint8_t *)"x", 1, key, rng, tiny);
-    printf("(x memcpy = operation time / memcpy time of the same bytes; the "
-           "1-byte rows are the fixed cost: per-byte cost of the %zu-byte "
-           "update sign %.2f ms, verify %.2f, seal %.2f, open %.2f)\n",
-           msg.len, (big[0] - tiny[0]) * 1e3, (big[1] - tiny[1]) * 1e3,
+    make_update(P_LARGE, &msg);
+    bench("q8 1M", msg.data, msg.len, key, rng, t);
+    fmq_buf_fini(&msg);
+    size_t wl;
+    uint8_t *w = make_weights(P_SMALL, &wl);
+    bench("f32 P", w, wl, key, rng, t);
+    free(w);
+    w = make_weights(P_LARGE, &wl);
+    bench("f32 1M", w, wl, key, rng, t);
+    free(w);
+    printf("(P = %u, 1M = %u values. Devices seal and the aggregator opens "
+           "the q8 rows; the aggregator signs and devices verify the f32 "
+           "rows. x memcpy = operation time / memcpy time of the same bytes; "
+           "the 1-byte rows are the fixed cost: per-byte cost of the "
+           "%zu-byte update sign %.2f ms, verify %.2f, seal %.2f, open "
+           "%.2f)\n", P_SMALL, P_LARGE,
+           small_len, (big[0] - tiny[0]) * 1e3, (big[1] - tiny[1]) * 1e3,
            (big[2] - tiny[2]) * 1e3, (big[3] - tiny[3]) * 1e3);
     fmq_trust_key_destroy(&key);
     fmq_trust_rng_destroy(&rng);
-    fmq_qtensor_fini(&u.delta);
-    fmq_buf_fini(&msg);
-    free(x);
     return 0;
 }

@@ -199,17 +199,21 @@ if len(ns) >= 2:
                   % (mode, dev, lo, hi, raw, dev - raw))
             by[(mode, "dev")] = dev - raw
 def target(what, ok):
-    print("target %-52s %s" % (what, "met" if ok else "MISSED"))
+    print("target %-60s %s" % (what, "met" if ok else "MISSED"))
+# issue 4's targets, for the runtime as it runs (trust on) and, where
+# measured, with trust off (the runtime alone, as issue 4 set them)
 for mode, lim in (("tcp", 0.08), ("tls", 0.16)):
-    r = by.get((mode, 50))
+  for tr, rows_ in (("on", by), ("off", off)):
+    r = rows_.get((mode, 50))
     if not r:
         continue
-    target("N=50 %s: period %ss <= %.2f s" % (mode, r[2], lim), float(r[2]) <= lim)
-    target("N=50 %s: period/raw %s <= 1.5" % (mode, r[5]), float(r[5]) <= 1.5)
-    target("N=50 %s: up %s KB <= 104 KB" % (mode, r[6]), float(r[6]) <= 104)
-    target("N=50 %s: aggregator RSS %s MB <= 32 MB" % (mode, r[8]),
+    w = "N=50 %s trust %s" % (mode, tr)
+    target("%s: period %ss <= %.2f s" % (w, r[2], lim), float(r[2]) <= lim)
+    target("%s: period/raw %s <= 1.5" % (w, r[5]), float(r[5]) <= 1.5)
+    target("%s: up %s KB <= 104 KB" % (w, r[6]), float(r[6]) <= 104)
+    target("%s: aggregator RSS %s MB <= 32 MB" % (w, r[8]),
            float(r[8]) <= 32)
-    if (mode, "dev") in by:
+    if tr == "on" and (mode, "dev") in by:
         target("%s: per-device overhead %.2f MB <= 4 MB" % (mode, by[(mode, "dev")]),
                by[(mode, "dev")] <= 4)
 for (mode, n), o in sorted(off.items()):
