@@ -139,6 +139,7 @@ static struct {
     ident **bucket;
     size_t nbucket, count;
     time_t last_sweep;
+    const struct mosquitto *gone; /* the client of the last disconnect event */
     unsigned long refused[R__COUNT];
     unsigned long ok_token, ok_cert, denied_write, denied_sub, denied_read,
         denied_noid, forgotten;
@@ -676,6 +677,7 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
     verdict v;
     memset(&v, 0, sizeof v);
     time_t now = time(NULL);
+    g.gone = NULL;
     sweep(now);
 
     if (!is_id(cid)) {
@@ -836,7 +838,23 @@ static int on_acl_check(int event, void *event_data, void *userdata)
         return MOSQ_ERR_SUCCESS;
     const char *cid = mosquitto_client_id(ev->client);
     char cs[LOGSTR_MAX + 4], ts[LOGSTR_MAX + 4], why[256];
+    /* Mosquitto checks a will as a write right after the disconnect event,
+     * in the same pass of its loop (on_tick clears the marker). */
+    bool will = ev->client == g.gone && ev->access == MOSQ_ACL_WRITE;
+    g.gone = NULL;
     ident *e = ident_find(cid);
+    if (e && e->client == ev->client && e->offline_since && !will) {
+        /* The record's connection has gone. Mosquitto still asks about its
+         * offline session (queued reads, a delayed will), which has no TLS
+         * session any more; a client that has one is a new connection that
+         * reuses the freed address and came without a password check (by
+         * certificate): the old record is not its identity. */
+        struct x509_st *cert = mosquitto_client_certificate(ev->client);
+        if (cert) {
+            X509_free(cert);
+            e = NULL;
+        }
+    }
     if (!e || e->client != ev->client) /* a record of another connection */
         e = cert_ident(ev->client, cid, why, sizeof why);
     if (e && ev->topic && acl_allows(e, ev->access, ev->topic))
@@ -866,7 +884,18 @@ static int on_disconnect(int event, void *event_data, void *userdata)
     ident *e = ident_find(mosquitto_client_id(ev->client));
     if (e && e->client == ev->client) /* not a record of a newer takeover */
         e->offline_since = now ? now : 1;
+    g.gone = ev->client;
     sweep(now);
+    return MOSQ_ERR_SUCCESS;
+}
+
+/* The end of each pass of the broker's main loop: a client freed after a
+ * disconnect is reused at the earliest in a later pass, so the will marker
+ * is cleared here; the sweep of forgotten clients is rate-limited. */
+static int on_tick(int event, void *event_data, void *userdata)
+{
+    g.gone = NULL;
+    sweep(time(NULL));
     return MOSQ_ERR_SUCCESS;
 }
 
@@ -929,6 +958,7 @@ static const struct {
     {MOSQ_EVT_ACL_CHECK, on_acl_check},
     {MOSQ_EVT_DISCONNECT, on_disconnect},
     {MOSQ_EVT_RELOAD, on_reload},
+    {MOSQ_EVT_TICK, on_tick},
 };
 #define NEVENTS (sizeof events / sizeof events[0])
 

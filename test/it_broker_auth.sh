@@ -403,6 +403,23 @@ if wait_file "$T/agg.sub" "^fedmq/F/update/dev-0201 mtls-own$" &&
 else
   bad "mTLS: $(cat "$T/m1.out" "$T/m2.out" | head -2) $(grep dev-0201 "$LOG" | tail -1)"
 fi
+# The same id by token (as a dashboard) and then by certificate, five times:
+# a freed connection's address is often reused, and the certificate
+# connection must get the certificate identity (device), never the old
+# token record's.
+DT=$(tok --sub dev-0201 --role dashboard)
+okc=0
+for i in 1 2 3 4 5; do
+  mosquitto_sub $C -i dev-0201 -P "$DT" -t fedmq/F/metrics -W 1 >/dev/null 2>&1 || true
+  # shellcheck disable=SC2086
+  mosquitto_pub $M $MC -q 1 -t fedmq/F/update/dev-0201 -m "mtls-after-token-$i" >/dev/null 2>&1 || true
+  if wait_file "$T/agg.sub" "^fedmq/F/update/dev-0201 mtls-after-token-$i$" 3; then okc=$((okc + 1)); fi
+done
+if [ $okc -eq 5 ]; then
+  ok "token (dashboard) then certificate (device) for the same id, 5 times: the certificate identity every time"
+else
+  bad "token then certificate for dev-0201: $okc/5 certificate publishes delivered"
+fi
 # shellcheck disable=SC2086
 if mosquitto_pub $M -i dev-0202 -q 1 -t fedmq/F/update/dev-0202 -m nocert >"$T/m3.out" 2>&1; then
   bad "mTLS listener: a client without a certificate published"
