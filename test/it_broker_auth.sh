@@ -410,7 +410,7 @@ fi
 DT=$(tok --sub dev-0201 --role dashboard)
 okc=0
 for i in 1 2 3 4 5; do
-  mosquitto_sub $C -i dev-0201 -P "$DT" -t fedmq/F/metrics -W 1 >/dev/null 2>&1 || true
+  mosquitto_pub $C -i dev-0201 -P "$DT" -q 1 -t fedmq/F/metrics -m denied >/dev/null 2>&1 || true
   # shellcheck disable=SC2086
   mosquitto_pub $M $MC -q 1 -t fedmq/F/update/dev-0201 -m "mtls-after-token-$i" >/dev/null 2>&1 || true
   if wait_file "$T/agg.sub" "^fedmq/F/update/dev-0201 mtls-after-token-$i$" 3; then okc=$((okc + 1)); fi
