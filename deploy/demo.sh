@@ -1,14 +1,19 @@
 #!/bin/sh
 # make demo — fedmq's main job, end to end, on this machine:
 #
-#   a CA and a server certificate made for the run (deploy/mkcerts.sh),
-#   the aggregator's EC P-256 key pair made for the run (openssl): it signs
-#   every global model, the devices pin its public half, verify every
-#   global with it and seal their updates to it (proto/SPEC.md §7),
-#   a private Mosquitto on a free loopback port with a TLS listener and
-#   persistence (deploy/broker.sh), the aggregator, and a simulated fleet
-#   of 10 devices, each with its own TLS connection and its own share of
-#   Fashion-MNIST split dirichlet:0.5. Rounds run until the hold-out
+#   a CA and a server certificate made for the run (deploy/mkcerts.sh);
+#   keys and tokens made for the run with fedmq-keygen (broker/README.md):
+#   the aggregator's EC P-256 key pair — it signs every global model, the
+#   devices pin its public half, verify every global with it and seal
+#   their updates to it (proto/SPEC.md §7) — and the fleet's token issuer
+#   key, which issues each device and the aggregator an ES256 token (1 h);
+#   a private Mosquitto on a free loopback port with a TLS listener,
+#   persistence and the fedmq_auth plugin (deploy/broker.sh): a client
+#   without a valid token for its client id is refused, and each identity
+#   may publish and read only its own topics (SPEC §2);
+#   the aggregator, and a simulated fleet of 10 devices, each with its own
+#   TLS connection, its own token and its own share of Fashion-MNIST split
+#   dirichlet:0.5. Rounds run until the hold-out
 #   accuracy reaches FMQ_DEMO_TARGET or FMQ_DEMO_ROUNDS rounds are done;
 #   the aggregator prints one progress line per round, then a summary.
 #
@@ -26,9 +31,10 @@ ROUNDS=${FMQ_DEMO_ROUNDS:-40}
 MODEL=${FMQ_DEMO_MODEL:-mlp:128}
 SCHEME=${FMQ_DEMO_SCHEME:-q8}
 DEVICES=10
+FLEET=demo
 here=$(cd "$(dirname "$0")" && pwd)
 
-for b in fedmq-aggregator fedmq-sim; do
+for b in fedmq-aggregator fedmq-sim fedmq-keygen; do
   [ -x "$BUILD/bin/$b" ] || { echo "demo: $BUILD/bin/$b is missing (make all)" >&2; exit 1; }
 done
 
@@ -45,27 +51,46 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 t0=$(date +%s.%N)
-echo "== fedmq demo: $DEVICES devices, Fashion-MNIST dirichlet:0.5, model $MODEL, $SCHEME updates, TLS, signed models, sealed updates"
-sh "$here/broker.sh" start "$tmp/broker" --tls --watch $$
+echo "== fedmq demo: $DEVICES devices, Fashion-MNIST dirichlet:0.5, model $MODEL, $SCHEME updates, TLS, device tokens and ACL at the broker, signed models, sealed updates"
+[ -f "$BUILD/lib/fedmq_auth.so" ] || { echo "demo: $BUILD/lib/fedmq_auth.so is missing (make all)" >&2; exit 1; }
+KG="$BUILD/bin/fedmq-keygen"
+
+# Keys: the aggregator's (private half to the aggregator only) and the
+# token issuer's (private half to whoever enrols devices; the broker gets
+# the public half). Tokens: one per device, one for the aggregator.
+mkdir -p "$tmp/keys"
+chmod 700 "$tmp/keys"
+"$KG" key "$tmp/keys/agg.pem" --pub "$tmp/keys/agg.pub" >/dev/null
+"$KG" key "$tmp/keys/issuer.pem" --pub "$tmp/keys/issuer.pub" >/dev/null
+"$KG" tokens --key "$tmp/keys/issuer.pem" --fleet "$FLEET" --role device \
+  --prefix dev --count $DEVICES --ttl 3600 --out "$tmp/keys/devices.tokens"
+agg_token=$("$KG" token --key "$tmp/keys/issuer.pem" --fleet "$FLEET" \
+  --sub "fedmq-agg-$FLEET" --role aggregator --ttl 3600)
+# the aggregator's token goes in its configuration file, not on its
+# command line (where ps would show it)
+printf '# fedmq-aggregator settings for the demo\npassword %s\n' "$agg_token" \
+  >"$tmp/keys/aggregator.conf"
+chmod 600 "$tmp/keys/aggregator.conf"
+
+printf 'set_tcp_nodelay true\nplugin %s\nplugin_opt_issuer_key %s\nplugin_opt_fleet %s\n' \
+  "$(cd "$BUILD/lib" && pwd)/fedmq_auth.so" "$tmp/keys/issuer.pub" "$FLEET" \
+  >"$tmp/broker.conf"
+sh "$here/broker.sh" start "$tmp/broker" --tls --conf "$tmp/broker.conf" --watch $$
 port=$(cat "$tmp/broker/port")
 uri="mqtts://127.0.0.1:$port"
 ca="$tmp/broker/certs/ca.crt"
 
-# The aggregator's key pair: private half to the aggregator only.
-mkdir -p "$tmp/keys"
-chmod 700 "$tmp/keys"
-openssl ecparam -name prime256v1 -genkey -noout -out "$tmp/keys/agg.pem" 2>/dev/null
-openssl ec -in "$tmp/keys/agg.pem" -pubout -out "$tmp/keys/agg.pub" 2>/dev/null
-
 # The fleet first: its devices wait for the retained global model.
-"$BUILD/bin/fedmq-sim" --broker "$uri" --ca "$ca" --agg-key "$tmp/keys/agg.pub" --devices $DEVICES \
+"$BUILD/bin/fedmq-sim" --broker "$uri" --ca "$ca" --fleet "$FLEET" --agg-key "$tmp/keys/agg.pub" \
+  --tokens "$tmp/keys/devices.tokens" --devices $DEVICES \
   --parties $DEVICES --partition dirichlet:0.5 --seed 1 \
   >"$tmp/sim.log" 2>&1 &
 sim_pid=$!
 
 # The aggregator in the foreground: its progress lines are the demo's.
 set +e
-"$BUILD/bin/fedmq-aggregator" --broker "$uri" --ca "$ca" --sign-key "$tmp/keys/agg.pem" --model "$MODEL" \
+"$BUILD/bin/fedmq-aggregator" --config "$tmp/keys/aggregator.conf" --broker "$uri" --ca "$ca" \
+  --fleet "$FLEET" --sign-key "$tmp/keys/agg.pem" --model "$MODEL" \
   --seed 1 --cohort $DEVICES --quorum 8 --round-ms 30000 \
   --rounds "$ROUNDS" --target-acc "$TARGET" --scheme "$SCHEME" \
   --state-dir "$tmp/aggregator" 2>"$tmp/aggregator.err" | tee "$tmp/aggregator.log"
@@ -84,11 +109,17 @@ sleep 1
 kill -TERM "$sim_pid" 2>/dev/null || true
 wait "$sim_pid" 2>/dev/null || true
 sim_pid=""
+# the broker too: its plugin logs what it accepted and refused as it stops
+sh "$here/broker.sh" stop "$tmp/broker" >/dev/null 2>&1 || true
 t1=$(date +%s.%N)
 
-/usr/bin/python3 - "$tmp/aggregator.log" "$tmp/sim.log" "$t0" "$t1" "$DEVICES" "$TARGET" <<'EOF'
+/usr/bin/python3 - "$tmp/aggregator.log" "$tmp/sim.log" "$t0" "$t1" "$DEVICES" "$TARGET" "$tmp/broker/mosquitto.log" <<'EOF'
 import re, sys
 agg, sim = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+try:
+    blog = open(sys.argv[7], errors="replace").read()
+except OSError:
+    blog = ""
 t0, t1, ndev, target = float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
 s = re.search(r"summary: (\d+) rounds, test accuracy ([\d.]+), (\d+) updates of ([\d.]+) KB on average "
               r"\(float32 deltas: ([\d.]+) KB, ([\d.]+)x larger\)", agg)
@@ -108,5 +139,8 @@ k = re.search(r"globals signed by key (\w+), updates sealed to key (\w+)", agg)
 if k:
     print("trust         globals signed by key %s, updates sealed to key %s; %s globals refused by devices"
           % (k.group(1), k.group(2), f.group(3) if f else "?"))
+b = re.findall(r"fedmq_auth: summary: (.*)", blog)
+if b:
+    print("broker        fedmq_auth: %s" % b[-1])
 print("time          %.1f s, including certificates, broker start and data loading" % (t1 - t0))
 EOF
