@@ -72,7 +72,7 @@ printf '# fedmq-aggregator settings for the demo\npassword %s\n' "$agg_token" \
   >"$tmp/keys/aggregator.conf"
 chmod 600 "$tmp/keys/aggregator.conf"
 
-printf 'set_tcp_nodelay true\nplugin %s\nplugin_opt_issuer_key %s\nplugin_opt_fleet %s\n' \
+printf 'plugin %s\nplugin_opt_issuer_key %s\nplugin_opt_fleet %s\n' \
   "$(cd "$BUILD/lib" && pwd)/fedmq_auth.so" "$tmp/keys/issuer.pub" "$FLEET" \
   >"$tmp/broker.conf"
 sh "$here/broker.sh" start "$tmp/broker" --tls --conf "$tmp/broker.conf" --watch $$
