@@ -5,8 +5,54 @@
 
 #include <malloc.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
+
+/* Log sinks of the programs (the library's default prints text). */
+static char log_prog[32] = "fedmq";
+
+/* journald reads a leading "<N>" as the record's syslog priority
+ * (sd-daemon(3)); the level numbers are syslog's already. */
+static void sink_journal(void *arg, int level, const char *msg)
+{
+    (void)arg;
+    fprintf(stderr, "<%d>%s: %s\n", level, log_prog, msg);
+}
+
+/* {"ts":"2026-12-07T23:30:01.123Z","level":"err","prog":"…","msg":"…"}:
+ * one write per record, so lines from several threads never mix. */
+static void sink_json(void *arg, int level, const char *msg)
+{
+    (void)arg;
+    char line[2048];
+    uint64_t ms = fmq_now_ms();
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    int n = snprintf(line, sizeof line,
+                     "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03uZ\","
+                     "\"level\":\"%s\",\"prog\":\"%s\",\"msg\":\"",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                     tm.tm_min, tm.tm_sec, (unsigned)(ms % 1000),
+                     fmq_log_level_name(level), log_prog);
+    size_t o = n < 0 ? 0 : (size_t)n;
+    /* leave room for the closing "}\n and one escape */
+    for (const unsigned char *p = (const unsigned char *)msg;
+         *p && o + 12 < sizeof line; p++) {
+        if (*p == '"' || *p == '\\') {
+            line[o++] = '\\';
+            line[o++] = (char)*p;
+        } else if (*p < 0x20) {
+            o += (size_t)snprintf(line + o, sizeof line - o, "\\u%04x", *p);
+        } else {
+            line[o++] = (char)*p;
+        }
+    }
+    memcpy(line + o, "\"}\n", 4);
+    fputs(line, stderr);
+}
 
 fmq_err fmq_cli_log(const fmq_conf *c, const char *prog)
 {
@@ -18,6 +64,24 @@ fmq_err fmq_cli_log(const fmq_conf *c, const char *prog)
         return FMQ_ERR_CONFIG;
     }
     fmq_log_set_level(lv);
+    snprintf(log_prog, sizeof log_prog, "%s", prog);
+    const char *f = fmq_conf_has(c, "log_format") ? fmq_conf_str(c, "log_format")
+                                                   : NULL;
+    if (!f || strcmp(f, "auto") == 0) {
+        const char *js = getenv("JOURNAL_STREAM");
+        f = js && *js ? "journal" : "text";
+    }
+    if (strcmp(f, "text") == 0)
+        fmq_log_set_sink(NULL, NULL);
+    else if (strcmp(f, "journal") == 0)
+        fmq_log_set_sink(sink_journal, NULL);
+    else if (strcmp(f, "json") == 0)
+        fmq_log_set_sink(sink_json, NULL);
+    else {
+        fprintf(stderr, "%s: log_format '%s': use auto, text, journal or "
+                        "json\n", prog, f);
+        return FMQ_ERR_CONFIG;
+    }
     return FMQ_OK;
 }
 

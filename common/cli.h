@@ -41,7 +41,11 @@ extern "C" {
     {"fleet", FMQ_CONF_STR, "demo", "fleet name (topics fedmq/<fleet>/...)", \
      0, 0, false},                                                            \
     {"log_level", FMQ_CONF_STR, "notice",                                     \
-     "err, warning, notice, info or debug", 0, 0, false}
+     "err, warning, notice, info or debug", 0, 0, false},                     \
+    {"log_format", FMQ_CONF_STR, "auto",                                      \
+     "log records on stderr as text, journal (<N> priority prefixes that "    \
+     "journald reads) or json (one object per line); auto: journal when "     \
+     "stderr is the journal (JOURNAL_STREAM set), else text", 0, 0, false}
 
 #define FMQ_CLI_DATA_KEYS                                                     \
     {"data", FMQ_CONF_STR, NULL,                                              \
@@ -56,7 +60,8 @@ extern "C" {
      "seed of the partition and of training (as fedmq-train --seed)", 0, 0,   \
      false}
 
-/* Applies log_level; FMQ_ERR_CONFIG (printed) when it is not a level. */
+/* Applies log_level and log_format (when the program has that key);
+ * FMQ_ERR_CONFIG (printed) when either is not one of its values. */
 FMQ_NODISCARD fmq_err fmq_cli_log(const fmq_conf *c, const char *prog);
 
 /* Fills *mc from the MQTT keys (starting from fmq_mqtt_cfg_defaults);

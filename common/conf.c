@@ -581,6 +581,11 @@ void fmq_conf_usage(const fmq_conf *c, FILE *out, const char *prog,
 
 /* --------------------------------------------------------------- getters */
 
+bool fmq_conf_has(const fmq_conf *c, const char *name)
+{
+    return c && name && conf__find(c, name, strlen(name), false) >= 0;
+}
+
 const char *fmq_conf_str(const fmq_conf *c, const char *name)
 {
     return c->vals[conf__index(c, name)].text;

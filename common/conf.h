@@ -119,6 +119,8 @@ int64_t fmq_conf_int(const fmq_conf *c, const char *name);
 uint64_t fmq_conf_uint(const fmq_conf *c, const char *name);
 double fmq_conf_double(const fmq_conf *c, const char *name);
 bool fmq_conf_bool(const fmq_conf *c, const char *name);
+/* true when name is a key of c's table. */
+bool fmq_conf_has(const fmq_conf *c, const char *name);
 /* true when the key was given in a file or a flag (even if equal to its
  * default). */
 bool fmq_conf_is_set(const fmq_conf *c, const char *name);
