@@ -23,6 +23,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "blob.h"
@@ -67,6 +68,9 @@ struct fmq_device {
     const fmq_trust_key *seal_key;
     bool no_verify, no_seal;
     fmq_buf plain; /* scratch: the update before sealing */
+
+    fmq_device_tamper_fn tamper_fn; /* testing and simulation only */
+    void *tamper_arg;
 
     fmq_device_stats st;
 };
@@ -324,6 +328,8 @@ fmq_err fmq_device_open(const fmq_device_cfg *cfg, fmq_device **out)
     d->seal_key = cfg->seal_key;
     d->no_verify = cfg->no_verify;
     d->no_seal = cfg->no_seal;
+    d->tamper_fn = cfg->tamper_fn;
+    d->tamper_arg = cfg->tamper_arg;
     fmq_buf_init(&d->plain);
     snprintf(d->fleet, sizeof d->fleet, "%s", cfg->fleet);
     snprintf(d->id, sizeof d->id, "%s", cfg->id);
@@ -444,6 +450,8 @@ static fmq_err train_round(fmq_device *d, const fmq_msg_global *g,
     }
     for (uint32_t i = 0; i < d->P; i++)
         d->delta[i] = d->local[i] - d->w[i];
+    if (d->tamper_fn) /* a hostile device (simulation only) */
+        d->tamper_fn(d->tamper_arg, d->delta, d->P, g->round);
 
     fmq_uq uq = pick_uq(d, g);
     fmq_quant_cfg qc = {uq.scheme, uq.block, uq.stochastic};
@@ -774,6 +782,47 @@ const float *fmq_device_weights(const fmq_device *d, uint32_t *P)
     if (P)
         *P = d->w ? d->P : 0;
     return d->w;
+}
+
+/* ------------------------------------------------------------- attacks */
+
+fmq_err fmq_device_attack_parse(const char *spec, fmq_device_attack *a)
+{
+    fmq_device_attack_kind kind;
+    const char *num;
+    if (strncmp(spec, "scale:", 6) == 0) {
+        kind = FMQ_DEVICE_ATTACK_SCALE;
+        num = spec + 6;
+    } else if (strncmp(spec, "noise:", 6) == 0) {
+        kind = FMQ_DEVICE_ATTACK_NOISE;
+        num = spec + 6;
+    } else {
+        return FMQ_ERR_INVAL;
+    }
+    char *end;
+    double v = strtod(num, &end);
+    if (end == num || *end || !isfinite(v) ||
+        (kind == FMQ_DEVICE_ATTACK_NOISE && !(v > 0)))
+        return FMQ_ERR_INVAL;
+    *a = (fmq_device_attack){.kind = kind, .param = v, .seed = 0};
+    return FMQ_OK;
+}
+
+void fmq_device_attack_apply(void *arg, float *delta, uint32_t P,
+                             uint64_t round)
+{
+    const fmq_device_attack *a = arg;
+    // delta is (P,)
+    if (a->kind == FMQ_DEVICE_ATTACK_SCALE) {
+        float k = (float)a->param;
+        for (uint32_t i = 0; i < P; i++)
+            delta[i] *= k;
+    } else if (a->kind == FMQ_DEVICE_ATTACK_NOISE) {
+        fmq_rng rng;
+        fmq_rng_seed(&rng, a->seed ^ (round * 0xd1b54a32d192ed03ull));
+        for (uint32_t i = 0; i < P; i++)
+            delta[i] = (float)(a->param * fmq_rng_normal(&rng));
+    }
 }
 
 /* ---------------------------------------------------------------- keys */

@@ -53,6 +53,16 @@ extern "C" {
 
 /* ------------------------------------------------------------------ core */
 
+/* Testing and simulation only: a hostile device. Called with the delta
+ * (P,) = local - global of the round just trained, after training and
+ * before quantization and error feedback; whatever it leaves in delta is
+ * what the device quantizes, encodes, seals and sends (and what its
+ * error-feedback residual follows). Called once per round trained, never
+ * for resends; on the thread that called fmq_device_on_global; it must
+ * not block and cannot fail. delta is borrowed for the call only. */
+typedef void (*fmq_device_tamper_fn)(void *arg, float *delta, uint32_t P,
+                                     uint64_t round);
+
 typedef struct fmq_device_cfg {
     const char *fleet;     /* required, an identifier (SPEC §3.3) */
     const char *id;        /* required, the device id */
@@ -91,9 +101,42 @@ typedef struct fmq_device_cfg {
     size_t nagg_keys;
     const fmq_trust_key *seal_key;
     bool no_verify, no_seal;
+    /* Testing and simulation only (fedmq-sim --hostile; see
+     * fmq_device_tamper_fn): NULL, the default, sends the delta as
+     * trained. tamper_arg is borrowed and must outlive the device. A real
+     * device never sets it. */
+    fmq_device_tamper_fn tamper_fn;
+    void *tamper_arg;
 } fmq_device_cfg;
 
 #define FMQ_DEVICE_KEYS_MAX 8
+
+/* Ready-made attacks for tamper_fn (testing and simulation only), as
+ * fedmq-sim --hostile names them:
+ *   "scale:K"  delta *= K (K = -10: the boosted sign-flipping attacker);
+ *   "noise:S"  delta replaced by Gaussian noise N(0, S^2) per coordinate
+ *              (S > 0): an update of large norm, about S * sqrt(P). The
+ *              draws of round r come from a generator seeded with
+ *              (seed, r), so they repeat per (device, round) when each
+ *              device gets its own seed. */
+typedef enum {
+    FMQ_DEVICE_ATTACK_SCALE = 1,
+    FMQ_DEVICE_ATTACK_NOISE
+} fmq_device_attack_kind;
+
+typedef struct fmq_device_attack {
+    fmq_device_attack_kind kind;
+    double param;  /* K for scale, S for noise */
+    uint64_t seed; /* noise only */
+} fmq_device_attack;
+
+/* Parses "scale:K" (K finite) or "noise:S" (S finite, > 0) into *a, seed
+ * 0. FMQ_OK; FMQ_ERR_INVAL for anything else (*a unchanged). */
+FMQ_NODISCARD fmq_err fmq_device_attack_parse(const char *spec,
+                                              fmq_device_attack *a);
+/* A fmq_device_tamper_fn: arg is a const fmq_device_attack *. */
+void fmq_device_attack_apply(void *arg, float *delta, uint32_t P,
+                             uint64_t round);
 
 /* A device's keys from files: the aggregator public keys of a
  * comma-separated list of PEM files (the agg_key setting:

@@ -7,7 +7,11 @@
  * other-fleet, rolled-back and same-version-other-content globals are
  * refused with their reason while the device keeps its model and pending
  * update; key rotation; sealing off and checking off for debugging.
+ * The hostile-device hook (tamper_fn) and its ready-made attacks: a scaled
+ * delta and Gaussian noise are what the device publishes, within the q8
+ * quantization error.
  */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -557,6 +561,189 @@ static void agg_key_lists_load_public_keys_only(void **s)
     fmq_log_set_level(FMQ_LOG_NOTICE);
 }
 
+/* ------------------------------------------------------------- tamper */
+
+enum { P_LOGREG = DIM * CLASSES + CLASSES };
+
+/* A tamper_fn that records the honest delta, then applies an attack. */
+typedef struct recorder {
+    const fmq_device_attack *attack;
+    float honest[P_LOGREG];
+    uint32_t P, calls;
+    uint64_t round;
+} recorder;
+
+static void record_then_attack(void *arg, float *delta, uint32_t P,
+                               uint64_t round)
+{
+    recorder *r = arg;
+    assert_int_equal(P, P_LOGREG);
+    memcpy(r->honest, delta, sizeof r->honest);
+    r->P = P;
+    r->round = round;
+    r->calls++;
+    if (r->attack)
+        fmq_device_attack_apply((void *)r->attack, delta, P, round);
+}
+
+/* The delta of a sealed update u of dev-1, decoded to floats (P,), and
+ * the largest rounding error q8 may have made on each value: half of its
+ * block's scale. */
+static void published_delta(const fmq_buf *u, float *delta, float *err)
+{
+    fmq_buf plain;
+    fmq_msg_update m;
+    assert_int_equal(open_update(agg, "dev-1", u, &plain, &m), FMQ_OK);
+    assert_int_equal(m.delta.scheme, FMQ_Q_Q8);
+    assert_int_equal(m.delta.n, P_LOGREG);
+    assert_int_equal(fmq_quant_decode(&m.delta, delta), FMQ_OK);
+    for (uint32_t i = 0; i < P_LOGREG; i++) {
+        uint32_t b0 = i / m.delta.block * m.delta.block;
+        float mx = 0;
+        for (uint32_t j = b0; j < b0 + m.delta.block && j < P_LOGREG; j++)
+            mx = fmaxf(mx, fabsf(delta[j]));
+        /* the block's max decodes exactly (code 127); scale = max / 127 */
+        err[i] = mx / 127.0f * 0.5f * (1 + 1e-5f) + 1e-7f;
+    }
+    fmq_buf_fini(&plain);
+}
+
+static void a_scale_attack_publishes_minus_ten_times_the_honest_delta(
+    void **s)
+{
+    (void)s;
+    fmq_device_attack atk;
+    assert_int_equal(fmq_device_attack_parse("scale:-10", &atk), FMQ_OK);
+    assert_int_equal(atk.kind, FMQ_DEVICE_ATTACK_SCALE);
+    assert_true(atk.param == -10.0);
+    recorder rec = {.attack = &atk};
+    fmq_device_cfg c = dev_cfg(NULL);
+    fmq_device *honest = open_dev(NULL), *hostile;
+    c.tamper_fn = record_then_attack;
+    c.tamper_arg = &rec;
+    assert_int_equal(fmq_device_open(&c, &hostile), FMQ_OK);
+    fmq_buf g, uh, ux;
+    fmq_buf_init(&uh);
+    fmq_buf_init(&ux);
+    make_global(&g, "f1", 3, 3, 100);
+    fmq_device_result rh, rx;
+    assert_int_equal(fmq_device_on_global(honest, g.data, g.len, &rh, &uh),
+                     FMQ_OK);
+    assert_int_equal(fmq_device_on_global(hostile, g.data, g.len, &rx, &ux),
+                     FMQ_OK);
+    assert_int_equal(rx.action, FMQ_DEV_TRAINED);
+    assert_int_equal(rec.calls, 1);
+    assert_int_equal(rec.round, 3);
+    float h[P_LOGREG], herr[P_LOGREG], x[P_LOGREG], xerr[P_LOGREG];
+    published_delta(&uh, h, herr);
+    published_delta(&ux, x, xerr);
+    double nh = 0, nx = 0;
+    for (uint32_t i = 0; i < P_LOGREG; i++) {
+        /* the hook saw the honest delta: same seed, same training */
+        assert_true(fabsf(rec.honest[i] - h[i]) <= herr[i]);
+        /* what went out is -10 x that, within q8's rounding of it */
+        assert_true(fabsf(x[i] + 10.0f * rec.honest[i]) <= xerr[i]);
+        /* and -10 x the honest device's published delta, within both */
+        assert_true(fabsf(x[i] + 10.0f * h[i]) <= xerr[i] + 10 * herr[i]);
+        nh += (double)h[i] * h[i];
+        nx += (double)x[i] * x[i];
+    }
+    assert_true(nh > 0);
+    assert_true(fabs(sqrt(nx / nh) - 10.0) < 0.1);
+    assert_true(fabs(rx.norm / rh.norm - 10.0) < 0.1);
+    /* the same global again is not trained again: no second call */
+    assert_int_equal(fmq_device_on_global(hostile, g.data, g.len, &rx, &ux),
+                     FMQ_OK);
+    assert_int_equal(rx.action, FMQ_DEV_ALREADY);
+    assert_int_equal(rec.calls, 1);
+    fmq_buf_fini(&g);
+    fmq_buf_fini(&uh);
+    fmq_buf_fini(&ux);
+    fmq_device_destroy(&honest);
+    fmq_device_destroy(&hostile);
+}
+
+static void a_noise_attack_has_the_requested_std_per_device_and_round(
+    void **s)
+{
+    (void)s;
+    fmq_device_attack atk;
+    assert_int_equal(fmq_device_attack_parse("noise:5", &atk), FMQ_OK);
+    assert_int_equal(atk.kind, FMQ_DEVICE_ATTACK_NOISE);
+    atk.seed = 42;
+    /* the kernel: mean 0, std 5 over 200,000 draws (the standard error
+     * of the std is 5 / sqrt(2n) = 0.008; 0.05 is six of them) */
+    enum { BIG = 200000 };
+    float *a = fmq_calloc(BIG, sizeof(float));
+    float *b = fmq_calloc(BIG, sizeof(float));
+    assert_non_null(a);
+    assert_non_null(b);
+    fmq_device_attack_apply(&atk, a, BIG, 7);
+    double sum = 0, sq = 0;
+    for (uint32_t i = 0; i < BIG; i++) {
+        sum += a[i];
+        sq += (double)a[i] * a[i];
+    }
+    double mean = sum / BIG, sd = sqrt(sq / BIG - mean * mean);
+    assert_true(fabs(mean) < 5.0 * 6 / sqrt(BIG));
+    assert_true(fabs(sd - 5.0) < 0.05);
+    /* the same (seed, round) gives the same draws, whatever the delta
+     * was; another round or another seed does not */
+    for (uint32_t i = 0; i < BIG; i++)
+        b[i] = (float)i;
+    fmq_device_attack_apply(&atk, b, BIG, 7);
+    assert_memory_equal(a, b, BIG * sizeof(float));
+    fmq_device_attack_apply(&atk, b, BIG, 8);
+    assert_memory_not_equal(a, b, BIG * sizeof(float));
+    fmq_device_attack other = atk;
+    other.seed = 43;
+    fmq_device_attack_apply(&other, b, BIG, 7);
+    assert_memory_not_equal(a, b, BIG * sizeof(float));
+    fmq_free(a);
+    fmq_free(b);
+
+    /* through a device: what it publishes is that noise, not its delta */
+    recorder rec = {.attack = &atk};
+    fmq_device_cfg c = dev_cfg(NULL);
+    c.tamper_fn = record_then_attack;
+    c.tamper_arg = &rec;
+    fmq_device *d;
+    assert_int_equal(fmq_device_open(&c, &d), FMQ_OK);
+    fmq_buf g, u;
+    fmq_buf_init(&u);
+    make_global(&g, "f1", 4, 4, 100);
+    fmq_device_result res;
+    assert_int_equal(fmq_device_on_global(d, g.data, g.len, &res, &u),
+                     FMQ_OK);
+    assert_int_equal(rec.calls, 1);
+    float want[P_LOGREG] = {0}, x[P_LOGREG], xerr[P_LOGREG];
+    fmq_device_attack_apply(&atk, want, P_LOGREG, 4);
+    published_delta(&u, x, xerr);
+    for (uint32_t i = 0; i < P_LOGREG; i++)
+        assert_true(fabsf(x[i] - want[i]) <= xerr[i]);
+    fmq_buf_fini(&g);
+    fmq_buf_fini(&u);
+    fmq_device_destroy(&d);
+}
+
+static void attack_specs_are_checked(void **s)
+{
+    (void)s;
+    static const char *bad[] = {"", "scale", "scale:", "scale:1x",
+                                "scale:nan", "scale:inf", "noise:0",
+                                "noise:-1", "noise:", "flip:1", "Scale:2",
+                                "noise:5,"};
+    fmq_device_attack a = {.kind = FMQ_DEVICE_ATTACK_SCALE, .param = 7};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(fmq_device_attack_parse(bad[i], &a), FMQ_ERR_INVAL);
+        assert_true(a.param == 7); /* unchanged */
+    }
+    assert_int_equal(fmq_device_attack_parse("scale:0.5", &a), FMQ_OK);
+    assert_true(a.param == 0.5);
+    assert_int_equal(fmq_device_attack_parse("noise:1e-3", &a), FMQ_OK);
+    assert_true(a.kind == FMQ_DEVICE_ATTACK_NOISE && a.param == 1e-3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -568,6 +755,9 @@ int main(void)
         cmocka_unit_test(a_rotated_key_is_accepted_and_sealed_to),
         cmocka_unit_test(without_keys_a_device_does_not_open_unless_told),
         cmocka_unit_test(agg_key_lists_load_public_keys_only),
+        cmocka_unit_test(a_scale_attack_publishes_minus_ten_times_the_honest_delta),
+        cmocka_unit_test(a_noise_attack_has_the_requested_std_per_device_and_round),
+        cmocka_unit_test(attack_specs_are_checked),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
