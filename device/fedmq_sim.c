@@ -18,6 +18,14 @@
  *   drop     it trains and drops off before sending; it returns drop_ms
  *            later and sends the update then (late, usually).
  *
+ * Hostile devices (hostile "dev-0008:scale:-10,dev-0009:noise:5"), for
+ * testing robust aggregation: in every round it trains, the named device
+ * replaces its honest delta before quantization (device.h tamper_fn):
+ * scale:K multiplies it by K, noise:S sends Gaussian noise of std S per
+ * coordinate, drawn from a generator seeded per (device, round) from
+ * knob_seed. Everything else about the device (its samples count, its
+ * sealing, its timing) stays honest.
+ *
  * A few poller threads (threads, default one per core) drive the
  * devices: thread t owns devices t, t + threads, ... and runs their whole
  * work inline (verify and decode the global, train, quantize, seal,
@@ -86,8 +94,12 @@ static const fmq_conf_key keys[] = {
      "(unset: all)", 0, 0, false},
     {"drop_rounds", FMQ_CONF_STR, NULL, "rounds the drop draw applies to "
      "(unset: all)", 0, 0, false},
-    {"knob_seed", FMQ_CONF_UINT, "7", "seed of the offline/slow/drop draws",
-     0, 0, false},
+    {"knob_seed", FMQ_CONF_UINT, "7", "seed of the offline/slow/drop draws "
+     "and of hostile noise", 0, 0, false},
+    {"hostile", FMQ_CONF_STR, NULL, "hostile devices, testing only: a comma "
+     "list of <device id>:scale:K (delta times K) or <device id>:noise:S "
+     "(delta replaced by Gaussian noise of std S), applied every round", 0,
+     0, false},
     {"until_round", FMQ_CONF_UINT, "0", "stop once a device holds the "
      "global of this round (0: run until stopped)", 0, 0, false},
     {"max_seconds", FMQ_CONF_DOUBLE, "0", "stop after this long (0: no "
@@ -231,6 +243,8 @@ typedef struct simdev {
     uint64_t bytes_in, bytes_out, msgs_out; /* of finished connections */
     uint32_t offline_n, slow_n, drop_n;
     const char *token;  /* its MQTT password from the tokens file, or NULL */
+    bool hostile;       /* attack applies (tamper_fn) */
+    fmq_device_attack attack;
     atomic_int conn;    /* CONN_*, while r is NULL */
     fmq_devrun *r_new;  /* set by a connector thread (CONN_READY) */
     struct simdev *next_q;
@@ -474,6 +488,57 @@ static int tokens_load(const char *path, const char *prog, simdev *devs,
     return 0;
 }
 
+/* The hostile list: "<id>:scale:K" or "<id>:noise:S" items, comma
+ * separated; each id must be one of devs and appear once. Each noise
+ * attack gets its own seed from knob_seed and the id. 0, or 2 after
+ * printing what is wrong. */
+static int hostile_load(const char *list, const char *prog, uint64_t knob_seed,
+                        simdev *devs, uint32_t n)
+{
+    const char *p = list;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char item[256];
+        if (len == 0 || len >= sizeof item) {
+            fprintf(stderr, "%s: hostile '%s': an empty or overlong item\n",
+                    prog, list);
+            return 2;
+        }
+        memcpy(item, p, len);
+        item[len] = 0;
+        p = end ? end + 1 : p + len;
+        if (end && !*p) {
+            fprintf(stderr, "%s: hostile '%s': an empty item at the end\n",
+                    prog, list);
+            return 2;
+        }
+        char *colon = strchr(item, ':');
+        fmq_device_attack a;
+        if (!colon || fmq_device_attack_parse(colon + 1, &a)) {
+            fprintf(stderr, "%s: hostile '%s': want <device id>:scale:K or "
+                    "<device id>:noise:S (S > 0)\n", prog, item);
+            return 2;
+        }
+        *colon = 0;
+        simdev *sd = NULL;
+        for (uint32_t i = 0; i < n && !sd; i++)
+            if (strcmp(devs[i].id, item) == 0)
+                sd = &devs[i];
+        if (!sd || sd->hostile) {
+            fprintf(stderr, "%s: hostile: %s %s\n", prog, item,
+                    sd ? "is named twice" : "is not a simulated device");
+            return 2;
+        }
+        char tag[FMQ_ID_MAX + 16];
+        snprintf(tag, sizeof tag, "hostile/%s", sd->id);
+        a.seed = (uint64_t)ldexp(fmq_cohort_draw(knob_seed, 0, tag), 64);
+        sd->attack = a;
+        sd->hostile = true;
+    }
+    return 0;
+}
+
 typedef struct poller {
     sim *s;
     uint32_t t;
@@ -604,6 +669,24 @@ int main(int argc, char **argv)
         free(devs);
         return 2;
     }
+    const char *hostile = fmq_conf_str(c, "hostile");
+    uint32_t nhostile = 0;
+    if (hostile) {
+        if (hostile_load(hostile, prog, s.knob_seed, devs, n)) {
+            fmq_free(tokens_text);
+            free(devs);
+            return 2;
+        }
+        for (uint32_t i = 0; i < n; i++)
+            if (devs[i].hostile) {
+                nhostile++;
+                fprintf(stderr, "%s: WARNING: %s is hostile: %s:%g in every "
+                        "round (testing only)\n", prog, devs[i].id,
+                        devs[i].attack.kind == FMQ_DEVICE_ATTACK_SCALE
+                            ? "scale" : "noise",
+                        devs[i].attack.param);
+            }
+    }
     /* settle the library's lazily initialised globals (error names, log
      * level, BLAS threads) before any other thread can race for them */
     (void)fmq_errname(FMQ_OK);
@@ -639,7 +722,9 @@ int main(int argc, char **argv)
             .seed = seed, .party = k, .quant_seed = seed * 1000003u + k,
             .agg_keys = trust.agg_keys, .nagg_keys = trust.nagg_keys,
             .seal_key = trust.seal_key, .no_verify = trust.no_verify,
-            .no_seal = trust.no_seal};
+            .no_seal = trust.no_seal,
+            .tamper_fn = sd->hostile ? fmq_device_attack_apply : NULL,
+            .tamper_arg = sd->hostile ? &sd->attack : NULL};
         fmq_err e = fmq_device_open(&dc, &sd->d);
         if (e) {
             fprintf(stderr, "%s: device %s: %s\n", prog, sd->id,
@@ -768,11 +853,11 @@ done:
     if (nwhy && off < sizeof whys - 1)
         snprintf(whys + off, sizeof whys - off, ")");
     printf("fedmq-sim: %u devices, %llu updates trained, %llu globals "
-           "refused%s, offline %u, slow %u, dropped %u; bytes up %llu, down "
-           "%llu; peak RSS %.1f MB; %.1f s\n",
+           "refused%s, offline %u, slow %u, dropped %u, hostile %u; bytes up "
+           "%llu, down %llu; peak RSS %.1f MB; %.1f s\n",
            n, (unsigned long long)trained, (unsigned long long)refused, whys,
-           offn,
-           slown, dropn, (unsigned long long)bout, (unsigned long long)bin,
+           offn, slown, dropn, nhostile, (unsigned long long)bout,
+           (unsigned long long)bin,
            fmq_cli_peak_rss() / 1048576.0, fmq_mono_seconds() - t0);
     free(devs);
     fmq_free(tokens_text);

@@ -1,0 +1,203 @@
+#!/bin/sh
+# Poisoned updates against robust aggregation (issue 6, item 4): a fleet of
+# 10 simulated devices (fedmq-sim, the built-in engine) on Fashion-MNIST
+# split dirichlet:0.5 with the seeds of deploy/demo.sh, model mlp:128, q8
+# updates, trust on (a key pair per run), over a private Mosquitto with
+# TLS (deploy/broker.sh). Two devices are hostile in every round
+# (fedmq-sim --hostile, device.h tamper_fn): dev-0008 sends -10 x its
+# honest delta, dev-0009 Gaussian noise of std POISON_NOISE per coordinate
+# (L2 norm about POISON_NOISE * sqrt(101,770) = 319 x POISON_NOISE; an
+# honest delta's is a few units). Each aggregation runs a fixed number of
+# rounds and reports the aggregator's last test accuracy (its summary
+# line, on the 10,000 Fashion-MNIST test images):
+#
+#   fedavg               no attack (the clean run), then under attack
+#   median, trimmed-mean:0.2, krum:2, multi-krum:2,5, fedavg with a norm
+#   bound (clipping at a multiple of the round's median norm), dp-fedavg
+#                        under attack, and without it (the cost of
+#                        robustness on non-IID data)
+#
+# and issue 6's target: the best robust strategy under attack within 2
+# points of the clean run, while plain fedavg under attack visibly fails,
+# taken to mean at least 10 points below the clean run. A strategy that
+# fedmq-aggregator does not know (yet) is printed as "not available".
+#
+#   test/bench/poison_bench.sh [BUILD]
+#
+# Environment: POISON_ROUNDS (20), POISON_MODEL (mlp:128), POISON_NOISE
+# (1.0), POISON_CLEAN (1: also run each robust strategy without attack;
+# 0: only the attacked runs), POISON_ONLY (run labels to keep, e.g.
+# "fedavg median"). Logs stay in BUILD/bench/poison/. About 4 minutes on 2
+# cores.
+set -eu
+BUILD=${1:-build}
+ROUNDS=${POISON_ROUNDS:-20}
+MODEL=${POISON_MODEL:-mlp:128}
+NOISE=${POISON_NOISE:-1.0}
+CLEAN=${POISON_CLEAN:-1}
+ONLY=${POISON_ONLY:-}
+DEVICES=10
+HOSTILE="dev-0008:scale:-10,dev-0009:noise:$NOISE"
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+here=$(cd "$(dirname "$0")/../.." && pwd)
+AGG=$BUILD/bin/fedmq-aggregator
+SIM=$BUILD/bin/fedmq-sim
+for b in "$AGG" "$SIM"; do
+  [ -x "$b" ] || { echo "poison_bench: build $b first (make all)" >&2; exit 1; }
+done
+out=$BUILD/bench/poison
+rm -rf "$out"
+mkdir -p "$out"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/fedmq-poison.XXXXXX")
+sim_pid=""
+cleanup() {
+  [ -n "$sim_pid" ] && { kill -TERM "$sim_pid" 2>/dev/null || true; wait "$sim_pid" 2>/dev/null || true; }
+  sh "$here/deploy/broker.sh" stop "$tmp/broker" >/dev/null 2>&1 || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+openssl ecparam -name prime256v1 -genkey -noout -out "$tmp/agg.pem" 2>/dev/null &&
+  openssl ec -in "$tmp/agg.pem" -pubout -out "$tmp/agg.pub" 2>/dev/null ||
+  { echo "poison_bench: openssl could not make the aggregator's key" >&2; exit 1; }
+sh "$here/deploy/broker.sh" start "$tmp/broker" --tls --watch $$ >/dev/null
+uri=mqtts://127.0.0.1:$(cat "$tmp/broker/port")
+ca=$tmp/broker/certs/ca.crt
+has_strategy=0
+"$AGG" --help 2>&1 | grep -q -- '--strategy' && has_strategy=1
+
+# The robust settings, one per line: label|aggregator flags. The label is
+# what the table shows; "fedavg" with no flags is the default strategy.
+# The norm bound: what fedmq-aggregator's --norm-bound takes for a
+# multiple of the round's median norm.
+ROBUST='median|--strategy median
+trimmed-mean:0.2|--strategy trimmed-mean:0.2
+krum:2|--strategy krum:2
+multi-krum:2,5|--strategy multi-krum:2,5
+fedavg+clip:median*2|--norm-bound median:2
+dp-fedavg|--strategy dp-fedavg'
+
+# run LABEL ATTACK AGGFLAGS: one federated run; appends
+# "label attack acc rounds rejected seconds" (or "... n/a") to $res.
+res=$out/results.txt
+: >"$res"
+run() {
+  label=$1 attack=$2 flags=$3
+  tag=$(printf '%s-%s' "$label" "$attack" | tr -c 'a-zA-Z0-9\n-' '_')
+  log=$out/$tag
+  fl=pb$(printf '%s' "$tag" | cksum | cut -d' ' -f1)
+  # a flag fedmq-aggregator does not take yet: not available
+  case "$flags" in
+    *--strategy*) [ $has_strategy = 1 ] || { echo "$label $attack n/a no-strategy-option" >>"$res"; return 0; } ;;
+  esac
+  hostile=""
+  [ "$attack" = attack ] && hostile="--hostile $HOSTILE"
+  t0=$(date +%s.%N)
+  # shellcheck disable=SC2086
+  "$SIM" --broker "$uri" --ca "$ca" --fleet "$fl" --agg-key "$tmp/agg.pub" \
+    --devices $DEVICES --parties $DEVICES --partition dirichlet:0.5 --seed 1 \
+    --until-round $((ROUNDS + 1)) --max-seconds 900 $hostile \
+    </dev/null >"$log.sim" 2>"$log.sim.err" &
+  sim_pid=$!
+  set +e
+  # shellcheck disable=SC2086
+  "$AGG" --broker "$uri" --ca "$ca" --fleet "$fl" --sign-key "$tmp/agg.pem" \
+    --model "$MODEL" --seed 1 --cohort $DEVICES --quorum 8 --round-ms 30000 \
+    --rounds "$ROUNDS" --scheme q8 --state-dir "$tmp/agg-$fl" $flags \
+    </dev/null >"$log.agg" 2>"$log.agg.err"
+  rc=$?
+  set -e
+  t1=$(date +%s.%N)
+  if [ $rc -ne 0 ] || ! grep -q 'summary:' "$log.agg"; then
+    kill -TERM "$sim_pid" 2>/dev/null || true
+    wait "$sim_pid" 2>/dev/null || true
+    sim_pid=""
+    # refused at start (an unknown strategy or setting): not available;
+    # anything else is a failure of the bench
+    if ! grep -q '^round ' "$log.agg"; then
+      why=$(head -1 "$log.agg.err" | tr ' ' '_' | cut -c1-120)
+      echo "$label $attack n/a ${why:-refused}" >>"$res"
+      return 0
+    fi
+    echo "poison_bench: the aggregator failed ($label, $attack); see $log.agg.err" >&2
+    tail -5 "$log.agg.err" >&2
+    exit 1
+  fi
+  wait "$sim_pid" 2>/dev/null || true
+  sim_pid=""
+  "$PY" - "$log.agg" "$label" "$attack" "$t0" "$t1" >>"$res" <<'EOF'
+import re, sys
+log, label, attack, t0, t1 = sys.argv[1:6]
+text = open(log).read()
+s = re.search(r"summary: (\d+) rounds, test accuracy ([\d.]+)", text)
+rej = sum(int(m) for m in re.findall(r"^round \d+: .*?, (\d+) rejected", text, re.M))
+print(label, attack, s.group(2), s.group(1), rej, "%.1f" % (float(t1) - float(t0)))
+EOF
+  tail -1 "$res" | awk '{printf "  %-22s %-9s acc %s after %s rounds, %s updates rejected, %s s\n", $1, $2, $3, $4, $5, $6}'
+}
+
+keep() {
+  [ -z "$ONLY" ] && return 0
+  for o in $ONLY; do [ "$o" = "$1" ] && return 0; done
+  return 1
+}
+
+echo "== poison_bench: $DEVICES devices, Fashion-MNIST dirichlet:0.5, $MODEL, q8, TLS, $ROUNDS rounds; hostile $HOSTILE"
+keep fedavg && run fedavg clean ""
+keep fedavg && run fedavg attack ""
+while IFS='|' read -r label flags <&3; do
+  keep "$label" || continue
+  run "$label" attack "$flags"
+  [ "$CLEAN" = 1 ] && run "$label" clean "$flags"
+done 3<<EOF
+$ROBUST
+EOF
+
+"$PY" - "$res" "$ROUNDS" <<'EOF'
+import sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+rounds = sys.argv[2]
+acc, why = {}, {}
+order = []
+for r in rows:
+    if r[0] not in order:
+        order.append(r[0])
+    if r[2] == "n/a":
+        why[r[0]] = r[3].replace("_", " ")
+    else:
+        acc[(r[0], r[1])] = (float(r[2]), int(r[4]))
+def cell(k):
+    if k in acc:
+        return "%.2f %%" % (100 * acc[k][0])
+    return "-"
+print()
+print("| aggregation | no attack | under attack | updates rejected under attack |")
+print("|---|---|---|---|")
+for lab in order:
+    if lab in why and not any(k[0] == lab for k in acc):
+        print("| %s | not available | not available | (%s) |" % (lab, why[lab]))
+        continue
+    rej = acc.get((lab, "attack"), (0, "-"))[1]
+    print("| %s | %s | %s | %s |" % (lab, cell((lab, "clean")), cell((lab, "attack")), rej))
+clean = acc.get(("fedavg", "clean"))
+bad = acc.get(("fedavg", "attack"))
+robust = [(v[0], k[0]) for k, v in acc.items() if k[1] == "attack" and k[0] != "fedavg"]
+print()
+if clean and bad:
+    c, b = 100 * clean[0], 100 * bad[0]
+    print("fedavg under attack: %.2f %% against %.2f %% clean (%+.2f points; "
+          "'visibly fails' = at least 10 points below clean: %s)"
+          % (b, c, b - c, "yes" if c - b >= 10 else "NO"))
+    if robust:
+        best, name = max(robust)
+        best *= 100
+        ok = c - best <= 2 and c - b >= 10
+        print("target: best robust strategy under attack (%s, %.2f %%) within 2 points "
+              "of clean fedavg (%.2f %%, %+.2f) while plain fedavg visibly fails: %s"
+              % (name, best, c, best - c, "met" if ok else "MISSED"))
+    else:
+        print("target: best robust strategy within 2 points of clean: MISSED "
+              "(no robust strategy available)")
+EOF
