@@ -562,6 +562,51 @@ fmq_err fmq_quant_decode(const fmq_qtensor *q, float *out)
     return run_kernel(q, 1.0f, out, false);
 }
 
+fmq_err fmq_quant_decode_range(const fmq_qtensor *q, uint32_t start,
+                               uint32_t count, float *out)
+{
+    if (!q || !out || !q->codes)
+        return FMQ_ERR_INVAL;
+    if (start > q->n || count > q->n - start)
+        return FMQ_ERR_RANGE;
+    uint32_t end = start + count;
+    switch (q->scheme) {
+    case FMQ_Q_F32:
+        kern_f32(q->codes + 4 * (size_t)start, count, 1.0f, out, false);
+        return FMQ_OK;
+    case FMQ_Q_F16:
+        kern_f16(q->codes + 2 * (size_t)start, count, 1.0f, out, false);
+        return FMQ_OK;
+    case FMQ_Q_Q8:
+    case FMQ_Q_Q4:
+    case FMQ_Q_Q1:
+        break;
+    default:
+        return FMQ_ERR_SCHEME;
+    }
+    if (!q->scales || q->block == 0)
+        return FMQ_ERR_INVAL;
+    uint32_t B = q->block;
+    /* block by block: the same products as the whole-tensor kernels */
+    for (uint32_t i = start; i < end;) {
+        uint32_t b = i / B;
+        uint64_t bend = ((uint64_t)b + 1) * B;
+        uint32_t stop = bend < end ? (uint32_t)bend : end;
+        float s = fmq_load_f32le(q->scales + 4 * (size_t)b);
+        for (; i < stop; i++) {
+            float v;
+            if (q->scheme == FMQ_Q_Q8)
+                v = s * (float)((const int8_t *)q->codes)[i];
+            else if (q->scheme == FMQ_Q_Q4)
+                v = s * (float)q4_code(q->codes, i);
+            else
+                v = (q->codes[i >> 3] >> (i & 7)) & 1u ? s : -s;
+            out[i - start] = v;
+        }
+    }
+    return FMQ_OK;
+}
+
 fmq_err fmq_quant_accumulate(const fmq_qtensor *q, float w, float *sum)
 {
     if (!isfinite(w))

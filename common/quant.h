@@ -114,6 +114,15 @@ FMQ_NODISCARD fmq_err fmq_quant_encode(const fmq_quant_cfg *cfg, const float *x,
 /* out[0..q->n) = dequant(q). The tensor must have passed fmq_quant_check. */
 FMQ_NODISCARD fmq_err fmq_quant_decode(const fmq_qtensor *q, float *out);
 
+/* out[0..count) = dequant(q)[start..start+count): one coordinate block of
+ * a tensor, for strategies that reduce many stored updates coordinate by
+ * coordinate (aggregator/strategy.h). Values are bit for bit those of
+ * fmq_quant_decode. FMQ_ERR_RANGE when the range is not inside [0, n).
+ * The tensor must have passed fmq_quant_check. */
+FMQ_NODISCARD fmq_err fmq_quant_decode_range(const fmq_qtensor *q,
+                                             uint32_t start, uint32_t count,
+                                             float *out);
+
 /* The aggregator's hot loop: sum[i] += w * dequant(q)[i], fused, no
  * temporary array. The tensor must have passed fmq_quant_check. */
 FMQ_NODISCARD fmq_err fmq_quant_accumulate(const fmq_qtensor *q, float w,

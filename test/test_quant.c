@@ -636,6 +636,41 @@ static void accumulate_equals_decode_then_add(void **state)
     free(dec);
 }
 
+/* A coordinate range decodes to exactly the values of the whole tensor,
+ * for ranges that start and end inside blocks and inside code bytes. */
+static void a_decoded_range_equals_the_same_slice_of_the_whole(void **state)
+{
+    (void)state;
+    uint32_t n = 1001;
+    float *x = gaussian(n, 22, 0.05);
+    float *dec = malloc(n * sizeof *dec);
+    float *part = malloc(n * sizeof *part);
+    static const uint32_t ranges[][2] = {
+        {0, 1001}, {0, 1}, {1000, 1}, {3, 250}, {97, 7}, {255, 2}, {999, 2},
+        {500, 0}, {1001, 0}};
+    for (unsigned k = 0; k < NSCHEMES; k++) {
+        fmq_quant_cfg c = {all_schemes[k], 100, false};
+        fmq_qtensor q;
+        assert_int_equal(fmq_quant_encode(&c, x, n, NULL, &q), FMQ_OK);
+        assert_int_equal(fmq_quant_decode(&q, dec), FMQ_OK);
+        for (unsigned r = 0; r < sizeof ranges / sizeof ranges[0]; r++) {
+            uint32_t st = ranges[r][0], cnt = ranges[r][1];
+            memset(part, 0xff, n * sizeof *part);
+            assert_int_equal(fmq_quant_decode_range(&q, st, cnt, part), FMQ_OK);
+            if (cnt)
+                assert_memory_equal(part, dec + st, cnt * sizeof *part);
+        }
+        assert_int_equal(fmq_quant_decode_range(&q, 1000, 2, part),
+                         FMQ_ERR_RANGE);
+        assert_int_equal(fmq_quant_decode_range(&q, 1002, 0, part),
+                         FMQ_ERR_RANGE);
+        fmq_qtensor_fini(&q);
+    }
+    free(x);
+    free(dec);
+    free(part);
+}
+
 /* --------------------------------------------------- network validation */
 
 static void check_refuses_every_malformed_tensor(void **state)
@@ -760,6 +795,7 @@ int main(void)
         cmocka_unit_test(q1_nearest_error_feedback_gap_is_bounded),
         cmocka_unit_test(error_feedback_keeps_the_residual_when_encoding_fails),
         cmocka_unit_test(accumulate_equals_decode_then_add),
+        cmocka_unit_test(a_decoded_range_equals_the_same_slice_of_the_whole),
         cmocka_unit_test(check_refuses_every_malformed_tensor),
         cmocka_unit_test(out_of_memory_is_reported_and_changes_nothing),
     };
