@@ -170,13 +170,7 @@ demo: $(DEPS_STAMP)
 	  echo "make demo: the MQTT runtime (device, aggregator) is not built yet;"; \
 	  echo "           see README.md, Status."; exit 1; fi
 
-install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib \
-	           $(DESTDIR)$(PREFIX)/include/fedmq
-	install -m 0644 $(LIB) $(DESTDIR)$(PREFIX)/lib/
-	install -m 0644 common/*.h $(DESTDIR)$(PREFIX)/include/fedmq/
-	$(if $(PROGS),install -m 0755 $(PROGS) $(DESTDIR)$(PREFIX)/bin/)
-	$(INSTALL_EXTRA)
+include deploy/install.mk
 
 clean:
 	rm -rf $(BUILD)
@@ -184,4 +178,4 @@ clean:
 .PHONY: all test check-unit check-vectors check-it vectors bench fuzz demo install clean
 
 .SECONDARY:
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/pic -name '*.d' 2>/dev/null)

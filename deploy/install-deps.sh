@@ -18,7 +18,7 @@ BASE="
   dataset-fashion-mnist
   openssl ca-certificates procps
   python3 python3-msgpack python3-cryptography
-  libjwt-dev
+  libjwt-dev help2man
 "
 # libFuzzer targets (`make fuzz`).
 FUZZ="clang libclang-rt-14-dev"
