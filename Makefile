@@ -136,6 +136,8 @@ bench: $(BUILD)/.deps-bench
 	$(MAKE) --no-print-directory SAN=0 $(BUILD)/tools/raw_fleet
 	@echo "== the runtime's round: fedmq-aggregator + fedmq-sim against raw_fleet (test/bench/fleet_bench.sh $(BUILD))"
 	sh test/bench/fleet_bench.sh $(BUILD)
+	sh test/bench/poison_bench.sh $(BUILD)
+	sh test/bench/hetero_bench.sh $(BUILD)
 	@echo "== NIID-Bench FedAvg, short run (10 rounds, 1 local epoch; full table: test/bench/niid_table.sh $(BUILD))"
 	sh test/bench/niid_table.sh $(BUILD) 10 1
 
