@@ -14,6 +14,7 @@
  * sends them when it returns.
  */
 #include "device.h"
+#include "sysinfo.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -61,6 +62,12 @@ static void status_fill(const fmq_devrun *r, bool online, fmq_msg_status *s)
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) == 0)
         s->rss_bytes = (uint64_t)ru.ru_maxrss * 1024u;
+    /* the process's: in fedmq-sim, every device reports the whole fleet's */
+    double cpu = fmq_sys_cpu_seconds();
+    if (isfinite(cpu))
+        s->cpu_s = (float)cpu;
+    s->battery_pct = fmq_sys_battery_pct(NULL); /* NaN: not sent */
+    s->temp_c = fmq_sys_temp_c(NULL);
 }
 
 static void publish_status(fmq_devrun *r, bool online)
