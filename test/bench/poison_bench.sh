@@ -11,7 +11,8 @@
 # rounds and reports the aggregator's last test accuracy (its summary
 # line, on the 10,000 Fashion-MNIST test images):
 #
-#   fedavg               no attack (the clean run), then under attack
+#   fedavg               no attack (the clean run), under attack, and with
+#                        each attacker alone
 #   median, trimmed-mean:0.2, krum:2, multi-krum:2,5, fedavg with a norm
 #   bound (clipping at a multiple of the round's median norm), dp-fedavg
 #                        under attack, and without it (the cost of
@@ -92,8 +93,12 @@ run() {
   case "$flags" in
     *--strategy*) [ $has_strategy = 1 ] || { echo "$label $attack n/a no-strategy-option" >>"$res"; return 0; } ;;
   esac
-  hostile=""
-  [ "$attack" = attack ] && hostile="--hostile $HOSTILE"
+  case $attack in
+    attack) hostile="--hostile $HOSTILE" ;;
+    scale) hostile="--hostile ${HOSTILE%%,*}" ;;
+    noise) hostile="--hostile ${HOSTILE#*,}" ;;
+    *) hostile="" ;;
+  esac
   t0=$(date +%s.%N)
   # shellcheck disable=SC2086
   "$SIM" --broker "$uri" --ca "$ca" --fleet "$fl" --agg-key "$tmp/agg.pub" \
@@ -147,6 +152,9 @@ keep() {
 echo "== poison_bench: $DEVICES devices, Fashion-MNIST dirichlet:0.5, $MODEL, q8, TLS, $ROUNDS rounds; hostile $HOSTILE"
 keep fedavg && run fedavg clean ""
 keep fedavg && run fedavg attack ""
+# each attacker alone, against plain fedavg
+keep fedavg && run fedavg scale ""
+keep fedavg && run fedavg noise ""
 while IFS='|' read -r label flags <&3; do
   keep "$label" || continue
   run "$label" attack "$flags"
@@ -181,6 +189,12 @@ for lab in order:
         continue
     rej = acc.get((lab, "attack"), (0, "-"))[1]
     print("| %s | %s | %s | %s |" % (lab, cell((lab, "clean")), cell((lab, "attack")), rej))
+alone = [(k, acc[("fedavg", k)][0]) for k in ("scale", "noise") if ("fedavg", k) in acc]
+if alone:
+    print()
+    print("fedavg with one attacker: " + ", ".join(
+        "%s %.2f %%" % ("dev-0008 scale:-10 only" if k == "scale" else "dev-0009 noise only", 100 * a)
+        for k, a in alone))
 clean = acc.get(("fedavg", "clean"))
 bad = acc.get(("fedavg", "attack"))
 robust = [(v[0], k[0]) for k, v in acc.items() if k[1] == "attack" and k[0] != "fedavg"]
