@@ -2,7 +2,7 @@
 # A private Mosquitto on loopback for fedmq's tests and demos.
 #
 #   deploy/broker.sh start DIR [--tls] [--port N] [--certs CERTDIR] [--conf FILE]
-#                              [--watch PID]
+#                              [--watch PID] [--dashboard HTTPDIR [--ws-port N]]
 #   deploy/broker.sh stop DIR
 #
 # start writes DIR/mosquitto.conf, starts /usr/sbin/mosquitto in the
@@ -21,6 +21,15 @@
 #              single-valued options), e.g. a password file, an ACL, a plugin.
 # --watch PID  stop the broker when process PID ends (tests pass their own
 #              pid, so a crashed test leaves no broker behind).
+# --dashboard HTTPDIR
+#              also a websockets listener on 127.0.0.1, on a free port
+#              unless --ws-port N is given, that serves the files of HTTPDIR
+#              over plain HTTP (Mosquitto's http_dir: the web dashboard,
+#              $(BUILD)/dashboard, deploy/dashboard/README.md) and MQTT over
+#              websockets to the page. Its port goes to DIR/ws_port. It is
+#              added after the --conf lines, so their listener options stay
+#              on the main listener. Loopback only: reach it from another
+#              machine through an SSH tunnel.
 #
 # stop sends SIGTERM (the broker saves its database), waits up to 10 s, then
 # SIGKILL. MOSQUITTO=/path/to/mosquitto selects another binary.
@@ -33,6 +42,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 usage() {
   echo "usage: $0 start DIR [--tls] [--port N] [--certs CERTDIR] [--conf FILE] [--watch PID]" >&2
+  echo "                 [--dashboard HTTPDIR [--ws-port N]]" >&2
   echo "       $0 stop DIR" >&2
   exit 2
 }
@@ -97,6 +107,8 @@ start)
   certs=""
   extra=""
   watch=""
+  http_dir=""
+  ws_port=""
   while [ $# -gt 0 ]; do
     case $1 in
       --tls) tls=1 ;;
@@ -104,6 +116,8 @@ start)
       --certs) [ $# -ge 2 ] || usage; certs=$2; shift ;;
       --conf) [ $# -ge 2 ] || usage; extra=$2; shift ;;
       --watch) [ $# -ge 2 ] || usage; watch=$2; shift ;;
+      --dashboard) [ $# -ge 2 ] || usage; http_dir=$2; shift ;;
+      --ws-port) [ $# -ge 2 ] || usage; ws_port=$2; shift ;;
       *) usage ;;
     esac
     shift
@@ -112,6 +126,14 @@ start)
   if [ -n "$extra" ] && [ ! -r "$extra" ]; then
     echo "broker: cannot read $extra" >&2
     exit 1
+  fi
+  if [ -n "$ws_port" ] && [ -z "$http_dir" ]; then
+    echo "broker: --ws-port needs --dashboard" >&2
+    exit 2
+  fi
+  if [ -n "$http_dir" ]; then
+    [ -d "$http_dir" ] || { echo "broker: no directory $http_dir (make all builds the dashboard)" >&2; exit 1; }
+    http_dir=$(cd "$http_dir" && pwd)
   fi
   mkdir -p "$dir"
   chmod 0700 "$dir"
@@ -126,6 +148,15 @@ start)
   case $port in
     "" | *[!0-9]*) echo "broker: bad port '$port'" >&2; exit 2 ;;
   esac
+  if [ -n "$http_dir" ]; then
+    if [ -z "$ws_port" ]; then
+      ws_port=$(free_port)
+      while [ "$ws_port" = "$port" ]; do ws_port=$(free_port); done
+    fi
+    case $ws_port in
+      "" | *[!0-9]*) echo "broker: bad websockets port '$ws_port'" >&2; exit 2 ;;
+    esac
+  fi
 
   if [ $tls -eq 1 ]; then
     certs=${certs:-$dir/certs}
@@ -172,6 +203,16 @@ start)
       echo "# --- from $extra"
       cat "$extra"
     fi
+    if [ -n "$http_dir" ]; then
+      echo "# --- the dashboard: its files over HTTP and MQTT over websockets,"
+      echo "# loopback only (without socket_domain, libwebsockets binds every"
+      echo "# interface whatever the address). Small messages only: large"
+      echo "# payloads are very slow over this listener."
+      echo "listener $ws_port 127.0.0.1"
+      echo "socket_domain ipv4"
+      echo "protocol websockets"
+      echo "http_dir $http_dir"
+    fi
   } >"$conf.tmp"
   mv "$conf.tmp" "$conf"
 
@@ -179,9 +220,11 @@ start)
   pid=$!
   echo "$pid" >"$dir/pid"
   echo "$port" >"$dir/port"
+  rm -f "$dir/ws_port"
+  [ -z "$http_dir" ] || echo "$ws_port" >"$dir/ws_port"
 
   i=0
-  until port_open "$port"; do
+  until port_open "$port" && { [ -z "$http_dir" ] || port_open "$ws_port"; }; do
     if ! alive "$pid"; then
       echo "broker: mosquitto exited during start-up; its log:" >&2
       tail -n 20 "$dir/mosquitto.out" "$dir/mosquitto.log" >&2 2>/dev/null || true
@@ -190,7 +233,7 @@ start)
     fi
     i=$((i + 1))
     if [ $i -gt 200 ]; then
-      echo "broker: port $port did not open within 10 s" >&2
+      echo "broker: port $port${http_dir:+ or $ws_port} did not open within 10 s" >&2
       kill -KILL "$pid" 2>/dev/null || true
       rm -f "$dir/pid"
       exit 1
@@ -212,6 +255,7 @@ if alive(p): os.kill(p, signal.SIGTERM)' >/dev/null 2>&1 </dev/null &
   fi
   if [ $tls -eq 1 ]; then mode="TLS, CA $certs/ca.crt"; else mode="plain TCP"; fi
   echo "broker: mosquitto pid $pid on 127.0.0.1:$port ($mode), config $conf"
+  [ -z "$http_dir" ] || echo "broker: dashboard on http://127.0.0.1:$ws_port/ (files of $http_dir, MQTT over websockets)"
   ;;
 
 *) usage ;;
