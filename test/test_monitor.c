@@ -132,7 +132,7 @@ static void few_or_identical_norms_flag_nothing(void **state)
     assert_int_equal(n, 0);
     /* all identical: MAD 0 and no deviation */
     for (int i = 0; i < 7; i++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "e%d", i);
         assert_int_equal(fmq_monitor_on_update(m, id, 2.5), FMQ_OK);
     }
@@ -140,7 +140,7 @@ static void few_or_identical_norms_flag_nothing(void **state)
     assert_int_equal(n, 0);
     /* MAD 0 but one differs: that one is noisy */
     for (int i = 0; i < 7; i++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "e%d", i);
         assert_int_equal(fmq_monitor_on_update(m, id, i == 6 ? 2.6 : 2.5), FMQ_OK);
     }
