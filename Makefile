@@ -66,7 +66,7 @@ $(LIB): $(LIB_OBJS)
 # ----------------------------------------------------------------- programs
 # Each program: its own folder's sources, linked against libfedmq.
 PROGS :=
-include $(wildcard device/prog.mk aggregator/prog.mk broker/prog.mk)
+include $(wildcard device/prog.mk aggregator/prog.mk broker/prog.mk aggregator/status.mk deploy/dashboard.mk)
 
 # -------------------------------------------------------------------- tests
 # One CMocka binary per module: test/test_<module>.c. Each runs from the
@@ -140,6 +140,8 @@ bench: $(BUILD)/.deps-bench
 	sh test/bench/hetero_bench.sh $(BUILD)
 	@echo "== NIID-Bench FedAvg, short run (10 rounds, 1 local epoch; full table: test/bench/niid_table.sh $(BUILD))"
 	sh test/bench/niid_table.sh $(BUILD) 10 1
+	@echo "== plots of the runs above (test/bench/plots.sh $(BUILD)): $(BUILD)/bench/plots/"
+	sh test/bench/plots.sh $(BUILD)
 
 # -------------------------------------------------------------------- fuzz
 # test/fuzz/fuzz_<decoder>.c, built with clang's libFuzzer and sanitizers

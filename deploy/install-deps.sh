@@ -65,7 +65,7 @@ command -v npm >/dev/null 2>&1 || NODE="$NODE npm"
 # libFuzzer targets (`make fuzz`).
 FUZZ="clang libclang-rt-14-dev"
 # Benchmarks and their yardsticks (`make bench`).
-BENCH="python3-numpy python3-torch"
+BENCH="python3-numpy python3-torch gnuplot-nox"
 
 groups=${*:-base}
 want=""
