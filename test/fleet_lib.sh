@@ -10,8 +10,22 @@
 # it). A test that wants something else adds flags after them (later
 # flags win), e.g. --no-seal.
 #
+# Broker identity is opt-in: it_start_broker_auth FLEET starts the broker
+# with the fedmq_auth plugin (broker/README.md, proto/SPEC.md §7.4) and a
+# token issuer key made for the run with fedmq-keygen ($T/issuer.pem,
+# $T/issuer.pub, its key id in ISSUER_KID); every client then needs a
+# token whose sub is its client id (it_token, it_tokens). Tests that call
+# it_start_broker get a broker without the plugin, as before.
+#
 # Source it with FMQ_BUILD set (the Makefile does); it defines:
 #   it_start_broker            broker in $T/broker; sets URI, CA, PORT
+#   it_start_broker_auth FLEET the same with the plugin, serving FLEET only;
+#                              also sets BROKER_LOG (the broker's log)
+#   it_token SUB ROLE FLEET    prints a token (1 h) for client id SUB;
+#                              use as TOK=$(it_token ...) || fail ...
+#   it_tokens FLEET N          writes tokens for dev-0000..dev-<N-1>
+#                              (fedmq-sim --tokens) and prints the file
+#   it_restart_broker          starts it again on PORT, plugin or not
 #   it_agg NAME ARGS...        aggregator in the background, stdout in
 #                              $T/NAME.log; sets AGG_PID
 #   it_sim NAME ARGS...        fedmq-sim in the background, $T/NAME.log
@@ -30,6 +44,9 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/fedmq-it.XXXXXX")
 IT_PIDS=""
 IT_NAME=$(basename "$0" .sh)
 IT_FAILED=0
+# The lines added to the broker's configuration (deploy/broker.sh --conf):
+# the plugin's, set by it_start_broker_auth; empty without it.
+IT_BROKER_CONF=""
 
 it_cleanup() {
   for p in $IT_PIDS; do kill -TERM "$p" 2>/dev/null || true; done
@@ -62,17 +79,62 @@ fail() {
     echo "---- $f (last 15 lines)" >&2
     tail -15 "$f" >&2
   done
+  if [ -n "$IT_BROKER_CONF" ] && [ -f "$T/broker/mosquitto.log" ]; then
+    echo "---- $T/broker/mosquitto.log (fedmq_auth, last 15 lines)" >&2
+    grep fedmq_auth "$T/broker/mosquitto.log" | tail -15 >&2
+  fi
   exit 1
 }
 
 pass() { echo "ok   $IT_NAME: $*"; }
 
+# it_broker START-ARGS...: deploy/broker.sh start $T/broker --tls, with the
+# plugin's configuration when there is one.
+it_broker() {
+  if [ -n "$IT_BROKER_CONF" ]; then
+    sh "$ROOT/deploy/broker.sh" start "$T/broker" --tls --conf "$IT_BROKER_CONF" "$@"
+  else
+    sh "$ROOT/deploy/broker.sh" start "$T/broker" --tls "$@"
+  fi
+}
+
 it_start_broker() {
-  sh "$ROOT/deploy/broker.sh" start "$T/broker" --tls --watch $$ >"$T/broker-start.out" 2>&1 ||
+  it_broker --watch $$ >"$T/broker-start.out" 2>&1 ||
     { cat "$T/broker-start.out" >&2; fail "broker did not start"; }
   PORT=$(cat "$T/broker/port")
   URI="mqtts://127.0.0.1:$PORT"
   CA="$T/broker/certs/ca.crt"
+}
+
+it_start_broker_auth() {
+  kg="$B/bin/fedmq-keygen"
+  so="$ROOT/$B/lib/fedmq_auth.so"
+  case $B in /*) so="$B/lib/fedmq_auth.so" ;; esac
+  [ -x "$kg" ] && [ -f "$so" ] || fail "build $kg and $so first (make all)"
+  ISSUER="$T/issuer.pem"
+  ISSUER_KID=$("$kg" key "$ISSUER" --pub "$T/issuer.pub" 2>"$T/issuer.err") ||
+    { cat "$T/issuer.err" >&2; fail "fedmq-keygen could not make the issuer key"; }
+  printf 'plugin %s\nplugin_opt_issuer_key %s\nplugin_opt_fleet %s\n' \
+    "$so" "$T/issuer.pub" "$1" >"$T/broker-auth.conf"
+  IT_BROKER_CONF="$T/broker-auth.conf"
+  BROKER_LOG="$T/broker/mosquitto.log"
+  it_start_broker
+  it_wait_line "$BROKER_LOG" "fedmq_auth: tokens ES256 from issuer keys? $ISSUER_KID, fleet $1," 10
+}
+
+# (fedmq-keygen's notes, e.g. on an aggregator token for another id than
+# fedmq-agg-<fleet>, go to $T/keygen.err)
+it_token() {
+  "$B/bin/fedmq-keygen" token --key "$ISSUER" --fleet "$3" --sub "$1" --role "$2" --ttl 3600 \
+    2>>"$T/keygen.err" ||
+    { cat "$T/keygen.err" >&2; echo "FAIL $IT_NAME: fedmq-keygen token --sub $1 --role $2 --fleet $3" >&2; exit 1; }
+}
+
+it_tokens() {
+  "$B/bin/fedmq-keygen" tokens --key "$ISSUER" --fleet "$1" --role device --prefix dev \
+    --count "$2" --ttl 3600 --out "$T/$1.tokens" 2>>"$T/keygen.err" ||
+    { cat "$T/keygen.err" >&2; echo "FAIL $IT_NAME: fedmq-keygen tokens --fleet $1 --count $2" >&2; exit 1; }
+  echo "$T/$1.tokens"
 }
 
 it_kill_broker() {
@@ -84,8 +146,8 @@ it_kill_broker() {
 }
 
 it_restart_broker() {
-  sh "$ROOT/deploy/broker.sh" start "$T/broker" --tls --port "$PORT" --watch $$ \
-    >"$T/broker-restart.out" 2>&1 || { cat "$T/broker-restart.out" >&2; fail "broker did not restart"; }
+  it_broker --port "$PORT" --watch $$ >"$T/broker-restart.out" 2>&1 ||
+    { cat "$T/broker-restart.out" >&2; fail "broker did not restart"; }
 }
 
 it_agg() {
