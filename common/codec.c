@@ -1792,6 +1792,8 @@ static const codec__field metrics_fields[] = {
     U64_("bo", fmq_msg_metrics, bytes_out, O_REQ, 0),
     F64_("sec", fmq_msg_metrics, seconds, O_REQ, R_NONNEG),
     ID_("st", fmq_msg_metrics, strategy, O_ABSENT),
+    F64_("dpc", fmq_msg_metrics, dp_clip, O_ABSENT, R_NONNEG),
+    F64_("dpz", fmq_msg_metrics, dp_noise, O_ABSENT, R_NONNEG),
     CU_("fg", fmq_msg_metrics, flags, O_ABSENT, cu_fg,
         .off2 = offsetof(fmq_msg_metrics, nflags)),
     U64_("ts", fmq_msg_metrics, ts_ms, O_ABSENT, 0),
@@ -1854,6 +1856,7 @@ void fmq_msg_metrics_init(fmq_msg_metrics *m)
 {
     memset(m, 0, sizeof *m);
     m->loss_mean = m->loss_std = m->test_loss = m->test_acc = NAN;
+    m->dp_clip = m->dp_noise = NAN;
     m->ts_ms = FMQ_ABSENT;
 }
 

@@ -210,6 +210,8 @@ typedef struct fmq_msg_metrics {
     uint64_t bytes_out;          /* "bo"  required */
     double seconds;              /* "sec" required, round wall time */
     char strategy[FMQ_ID_MAX + 1]; /* "st" optional */
+    double dp_clip;              /* "dpc" optional, DP clip S, >= 0 */
+    double dp_noise;             /* "dpz" optional, DP noise multiplier z */
     fmq_flag *flags;             /* "fg" optional array of {dev, why} */
     uint32_t nflags;
     uint64_t ts_ms;              /* "ts" optional */

@@ -527,6 +527,8 @@ MESSAGES = {
         ("bi", REQ, v_uint(), NODEF), ("bo", REQ, v_uint(), NODEF),
         ("sec", REQ, v_float(64, "nonneg"), NODEF),
         ("st", OPT, v_id, NODEF),
+        ("dpc", OPT, v_float(64, "nonneg"), NODEF),
+        ("dpz", OPT, v_float(64, "nonneg"), NODEF),
         ("fg", OPT, v_array_of(v_map(FLAG)), NODEF),
         ("ts", OPT, v_uint(), NODEF),
     ],

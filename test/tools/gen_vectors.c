@@ -670,7 +670,28 @@ static void good_small(void)
     check(fmq_codec_encode_metrics(&mt, &out), "encode metrics_full");
     emit_good("metrics_full",
               "round metrics with every optional key (rejections by reason, "
-              "flagged devices, float64 losses and accuracy)",
+              "flagged devices, float64 losses and accuracy) but the DP "
+              "ones (metrics_dp)",
+              &out, NULL, 0, true);
+    fmq_buf_reset(&out);
+
+    fmq_msg_metrics_init(&mt);
+    strcpy(mt.fleet, FLEET);
+    mt.round = 5;
+    mt.version = 6;
+    mt.cohort = 10;
+    mt.participants = 10;
+    mt.late = 0;
+    mt.bytes_in = 1017700;
+    mt.bytes_out = 407080;
+    mt.seconds = 3.25;
+    strcpy(mt.strategy, "dp-fedavg");
+    mt.dp_clip = 1.0;
+    mt.dp_noise = 1.1;
+    check(fmq_codec_encode_metrics(&mt, &out), "encode metrics_dp");
+    emit_good("metrics_dp",
+              "round metrics of dp-fedavg: its clip S (dpc) and noise "
+              "multiplier z (dpz), float64",
               &out, NULL, 0, true);
     fmq_buf_reset(&out);
 

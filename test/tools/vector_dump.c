@@ -343,6 +343,8 @@ static void dump_metrics(const fmq_msg_metrics *m)
     kv_u64(&o, "bo", m->bytes_out);
     kv_f64(&o, "sec", m->seconds);
     kv_opt_str(&o, "st", m->strategy);
+    kv_opt_f64(&o, "dpc", m->dp_clip);
+    kv_opt_f64(&o, "dpz", m->dp_noise);
     if (m->nflags) {
         key(&o, "fg");
         fputs("[", stdout);
