@@ -2,11 +2,16 @@
  * agg.c — the aggregator's core; the contract is in agg.h.
  *
  * Checkpoint file (little-endian), <state_dir>/aggregator.ckpt:
- *   "FMQAGG02" | u32 P | fleet[65] | model[65] | u64 round | u64 version |
- *   u64 deadline_ms | u64 round_start_ms | f64 fa.weight | u32 fa.count |
- *   f64 loss_sum | f64 loss_sq | u32 late | u32 late_folded |
- *   u32 rejected | u64 bytes_in | u64 bytes_out | u32 nreasons | {name[32] u64 count}* | u32 nseen |
- *   {dev[65] u64 round}* | f32 w[P] | f32 sum[P] | u32 crc32 of all before
+ *   "FMQAGG03" | u32 P | fleet[65] | model[65] | u64 round | u64 version |
+ *   u64 deadline_ms | u64 round_start_ms | f64 loss_sum | f64 loss_sq |
+ *   u32 late | u32 late_folded | u32 rejected | u64 bytes_in |
+ *   u64 bytes_out | u32 nreasons | {name[32] u64 count}* | u32 nseen |
+ *   {dev[65] u64 round}* | f32 w[P] | the strategy's section
+ *   (strategy.c: its name, a version, its kept updates and state) |
+ *   u32 crc32 of all before
+ * The format before strategies, "FMQAGG02", had f64 fa.weight | u32
+ * fa.count after round_start_ms and f32 sum[P] after w: FedAvg's running
+ * sum, which resumes as the fedavg strategy's state.
  */
 #include "agg.h"
 
@@ -17,7 +22,6 @@
 #include <string.h>
 
 
-#include "fedavg.h"
 #include "nn.h"
 
 typedef struct seen {
@@ -33,7 +37,7 @@ struct fmq_agg {
     uint32_t P;
     uint64_t round, version;
     uint64_t deadline_ms, start_ms;
-    fmq_fedavg fa;
+    fmq_strategy *st;
     double loss_sum, loss_sq;
     uint32_t late, late_folded, rejected, extensions;
     uint64_t bytes_in, bytes_out;
@@ -75,7 +79,7 @@ fmq_err fmq_agg_checkpoint(fmq_agg *a)
     fmq_wr w;
     fmq_wr_init(&w);
     char name[FMQ_ID_MAX + 1] = {0};
-    fmq_wr_bytes(&w, "FMQAGG02", 8);
+    fmq_wr_bytes(&w, "FMQAGG03", 8);
     fmq_wr_u32(&w, a->P);
     memcpy(name, a->fleet, sizeof name);
     fmq_wr_bytes(&w, name, sizeof name);
@@ -86,8 +90,6 @@ fmq_err fmq_agg_checkpoint(fmq_agg *a)
     fmq_wr_u64(&w, a->version);
     fmq_wr_u64(&w, a->deadline_ms);
     fmq_wr_u64(&w, a->start_ms);
-    fmq_wr_f64(&w, a->fa.weight);
-    fmq_wr_u32(&w, a->fa.count);
     fmq_wr_f64(&w, a->loss_sum);
     fmq_wr_f64(&w, a->loss_sq);
     fmq_wr_u32(&w, a->late);
@@ -106,7 +108,7 @@ fmq_err fmq_agg_checkpoint(fmq_agg *a)
         fmq_wr_u64(&w, a->seen[i].round);
     }
     fmq_wr_floats(&w, fmq_nn_params(a->nn), a->P);
-    fmq_wr_floats(&w, a->fa.sum, a->P);
+    fmq_strategy_save(a->st, &w);
     fmq_wr_crc(&w);
     fmq_err e = w.e;
     if (!e) {
@@ -148,6 +150,51 @@ static bool seen_has(const fmq_agg *a, const char *dev, uint64_t round)
     return false;
 }
 
+/* A checkpoint from before strategies (FMQAGG02) holds FedAvg's running
+ * sum: it resumes as the fedavg strategy's section, built here in the
+ * format strategy.c and fedavg.c read (strategy_internal.h). */
+static fmq_err load_v2_sum(fmq_agg *a, fmq_rd *r, double weight,
+                           uint32_t count)
+{
+    if (strcmp(fmq_strategy_name(a->st), "fedavg") != 0) {
+        fmq_log_err("aggregator: the checkpoint (format FMQAGG02) was written "
+                    "by fedavg; configured %s: resume with fedavg, or remove "
+                    "the checkpoint to start over",
+                    fmq_strategy_name(a->st));
+        return FMQ_ERR_DATA;
+    }
+    const uint8_t *sum = fmq_rd_view(r, (size_t)a->P * 4);
+    if (!sum)
+        return FMQ_ERR_DATA;
+    fmq_wr w;
+    fmq_wr_init(&w);
+    fmq_wr_str(&w, "fedavg", FMQ_ID_MAX + 1);
+    fmq_wr_u32(&w, 1); /* section version */
+    fmq_wr_u32(&w, a->P);
+    fmq_wr_u32(&w, count);
+    fmq_wr_u32(&w, 0);   /* clipped */
+    fmq_wr_f64(&w, NAN); /* no median norm yet */
+    fmq_wr_u32(&w, 0);   /* norms */
+    fmq_wr_u32(&w, 0);   /* kept updates */
+    fmq_wr_u32(&w, 1);   /* fedavg's state version */
+    fmq_wr_u64(&w, 8 + 4 + (uint64_t)a->P * 4);
+    fmq_wr_f64(&w, weight);
+    fmq_wr_u32(&w, count);
+    fmq_wr_bytes(&w, sum, (size_t)a->P * 4);
+    fmq_err e = w.e;
+    if (!e) {
+        fmq_rd sr = {w.b.data, w.b.len, false};
+        e = fmq_strategy_load(a->st, &sr);
+        if (!e && (sr.bad || sr.left))
+            e = FMQ_ERR_DATA;
+    }
+    fmq_wr_fini(&w);
+    if (!e)
+        fmq_log_notice("aggregator: the checkpoint has the format before "
+                       "strategies (FMQAGG02); resumed as fedavg");
+    return e;
+}
+
 static fmq_err load_checkpoint(fmq_agg *a, const uint8_t *buf, size_t len)
 {
     fmq_rd r;
@@ -161,7 +208,8 @@ static fmq_err load_checkpoint(fmq_agg *a, const uint8_t *buf, size_t len)
     fmq_rd_bytes(&r, fleet, sizeof fleet);
     fmq_rd_bytes(&r, model, sizeof model);
     fleet[FMQ_ID_MAX] = model[FMQ_ID_MAX] = 0;
-    if (r.bad || memcmp(magic, "FMQAGG02", 8) || P != a->P ||
+    bool v2 = memcmp(magic, "FMQAGG02", 8) == 0;
+    if (r.bad || (!v2 && memcmp(magic, "FMQAGG03", 8)) || P != a->P ||
         strcmp(fleet, a->fleet) || strcmp(model, a->model)) {
         fmq_log_err("aggregator: checkpoint is for another fleet or model "
                     "(%s, %s, P=%u; configured %s, %s, P=%u)",
@@ -172,8 +220,8 @@ static fmq_err load_checkpoint(fmq_agg *a, const uint8_t *buf, size_t len)
     a->version = fmq_rd_u64(&r);
     a->deadline_ms = fmq_rd_u64(&r);
     a->start_ms = fmq_rd_u64(&r);
-    a->fa.weight = fmq_rd_f64(&r);
-    a->fa.count = fmq_rd_u32(&r);
+    double v2_weight = v2 ? fmq_rd_f64(&r) : 0;
+    uint32_t v2_count = v2 ? fmq_rd_u32(&r) : 0;
     a->loss_sum = fmq_rd_f64(&r);
     a->loss_sq = fmq_rd_f64(&r);
     a->late = fmq_rd_u32(&r);
@@ -201,8 +249,16 @@ static fmq_err load_checkpoint(fmq_agg *a, const uint8_t *buf, size_t len)
             return FMQ_ERR_NOMEM;
     }
     fmq_rd_floats(&r, fmq_nn_params(a->nn), P);
-    fmq_rd_floats(&r, a->fa.sum, P);
-    if (r.bad || r.left != 0 || a->round == 0 || a->version == 0) {
+    fmq_err e = FMQ_OK;
+    if (r.bad || a->round == 0 || a->version == 0)
+        e = FMQ_ERR_DATA;
+    else if (v2)
+        e = load_v2_sum(a, &r, v2_weight, v2_count);
+    else
+        e = fmq_strategy_load(a->st, &r);
+    if (e == FMQ_ERR_NOMEM)
+        return e;
+    if (e || r.bad || r.left != 0) {
         fmq_log_err("aggregator: checkpoint has a bad layout");
         return FMQ_ERR_DATA;
     }
@@ -250,8 +306,22 @@ fmq_err fmq_agg_open(const fmq_agg_cfg *cfg, fmq_agg **out)
     if (e)
         goto fail;
     a->P = fmq_nn_nparams(a->nn);
-    if ((e = fmq_fedavg_init(&a->fa, a->P)))
+    fmq_strategy_cfg sc = {
+        .spec = cfg->strategy,
+        .hp = cfg->hp ? *cfg->hp : fmq_strategy_hparams_none(),
+        .P = a->P,
+        .round = 1,
+        .cohort_size = cfg->cohort_size,
+        .quorum = cfg->quorum,
+        .max_staleness = cfg->max_staleness,
+        .norm_bound = cfg->norm_bound,
+        .norm_median = cfg->norm_median,
+        .norm_action = cfg->norm_action,
+    };
+    if ((e = fmq_strategy_new(&sc, &a->st)))
         goto fail;
+    a->cfg.strategy = NULL; /* borrowed: the strategy keeps its own copy */
+    a->cfg.hp = NULL;
     a->round = a->version = 1;
     if (cfg->init)
         memcpy(fmq_nn_params(a->nn), cfg->init, (size_t)a->P * 4);
@@ -264,7 +334,13 @@ fmq_err fmq_agg_open(const fmq_agg_cfg *cfg, fmq_agg **out)
         ckpt_path(a, path, sizeof path);
         uint8_t *buf;
         size_t len;
-        e = fmq_file_read(path, (size_t)a->P * 8 + (64u << 20), &buf, &len);
+        /* model and running sums, plus the updates a strategy keeps (up to
+         * f32 each, about two cohorts of them) */
+        size_t max = (size_t)a->P * 16 + (64u << 20);
+        if (fmq_strategy_ops_of(a->st)->keeps_updates)
+            max += ((size_t)a->P * 4 + 256) * (2 * (size_t)cfg->cohort_size +
+                                               64);
+        e = fmq_file_read(path, max, &buf, &len);
         if (e == FMQ_OK) {
             e = load_checkpoint(a, buf, len);
             fmq_free(buf);
@@ -274,7 +350,8 @@ fmq_err fmq_agg_open(const fmq_agg_cfg *cfg, fmq_agg **out)
             fmq_log_notice("aggregator: resumed from %s: round %llu, version "
                            "%llu, %u updates already counted",
                            path, (unsigned long long)a->round,
-                           (unsigned long long)a->version, a->fa.count);
+                           (unsigned long long)a->version,
+                           fmq_strategy_count(a->st));
         } else if (e != FMQ_ERR_NOTFOUND) {
             goto fail;
         } else if ((e = fmq_agg_checkpoint(a))) {
@@ -294,7 +371,7 @@ void fmq_agg_destroy(fmq_agg **ap)
         return;
     fmq_agg *a = *ap;
     fmq_nn_destroy(&a->nn);
-    fmq_fedavg_fini(&a->fa);
+    fmq_strategy_destroy(&a->st);
     fmq_free(a->seen);
     fmq_buf_fini(&a->plain);
     fmq_free(a);
@@ -320,9 +397,9 @@ fmq_err fmq_agg_encode_global(fmq_agg *a, uint64_t now_ms, fmq_buf *out)
     g.ts_ms = now_ms;
     g.train = a->cfg.train;
     g.uq = a->cfg.uq;
-    snprintf(g.strategy, sizeof g.strategy, "fedavg");
     g.max_staleness =
         a->cfg.late == FMQ_AGG_LATE_FOLD ? a->cfg.max_staleness : 0;
+    fmq_strategy_configure(a->st, &g); /* st, and the round's instructions */
     fmq_quant_cfg qc = {a->cfg.global_scheme, 0, false};
     fmq_err e = fmq_quant_encode(&qc, fmq_nn_params(a->nn), a->P, NULL,
                                  &g.weights);
@@ -457,17 +534,26 @@ fmq_err fmq_agg_on_update(fmq_agg *a, const char *topic, const uint8_t *buf,
         snprintf(what, sizeof what, "round %llu", (unsigned long long)u.round);
         return reject(a, FMQ_ERR_DUPLICATE, tdev, what, v);
     }
-    double sq = fmq_quant_sqnorm(&u.delta);
-    if (!isfinite(sq))
-        return reject(a, FMQ_ERR_NONFINITE, tdev, "delta norm", v);
-    if (a->cfg.norm_bound > 0 && sqrt(sq) > a->cfg.norm_bound) {
-        snprintf(what, sizeof what, "L2 norm %.4g > %.4g", sqrt(sq),
-                 a->cfg.norm_bound);
-        return reject(a, FMQ_ERR_NORM, tdev, what, v);
-    }
-    double weight = (double)u.samples;
+    /* finite, and the norm bound (strategy.h), before any strategy */
+    double norm;
+    e = fmq_strategy_check(a->st, &u.delta, &norm);
+    if (e == FMQ_ERR_NORM)
+        snprintf(what, sizeof what, "L2 norm %.4g > %.4g", norm,
+                 fmq_strategy_norm_bound(a->st));
+    if (e)
+        return reject(a, e, tdev, e == FMQ_ERR_NONFINITE ? "delta norm" : what,
+                      v);
     uint64_t tau = a->round - u.round;
-    if (tau > 0) {
+    if (tau > 0 && fmq_strategy_async(a->st)) {
+        /* buffered asynchronous: no late policy, a staleness bound */
+        if (tau > a->cfg.max_staleness) {
+            snprintf(what, sizeof what, "version %llu is %llu behind %llu, "
+                     "max staleness %u", (unsigned long long)u.version,
+                     (unsigned long long)tau, (unsigned long long)a->version,
+                     a->cfg.max_staleness);
+            return reject(a, FMQ_ERR_STALE, tdev, what, v);
+        }
+    } else if (tau > 0) {
         if (a->cfg.late == FMQ_AGG_LATE_DROP || tau > a->cfg.max_staleness) {
             a->late++;
             *v = FMQ_AGG_DROPPED;
@@ -477,9 +563,11 @@ fmq_err fmq_agg_on_update(fmq_agg *a, const char *topic, const uint8_t *buf,
                          (unsigned long long)tau);
             return seen_add(a, tdev, u.round);
         }
-        weight /= sqrt(1.0 + (double)tau); /* FedBuff's staleness weight */
     }
-    if ((e = fmq_fedavg_add(&a->fa, &u.delta, weight)))
+    fmq_strategy_update su = {.device = tdev, .delta = &u.delta,
+                              .samples = u.samples, .staleness = tau,
+                              .norm = norm};
+    if ((e = fmq_strategy_add(a->st, &su)))
         return reject(a, e, tdev, "accumulate", v);
     if ((e = seen_add(a, tdev, u.round)))
         return e;
@@ -506,12 +594,14 @@ static uint32_t on_time(const fmq_agg *a)
 
 bool fmq_agg_tick(fmq_agg *a, uint64_t now_ms)
 {
-    uint32_t n = on_time(a);
-    if (n >= a->cfg.cohort_size && a->fa.count > 0)
+    if (fmq_strategy_async(a->st)) /* a version every K updates */
+        return fmq_strategy_ready(a->st);
+    uint32_t n = on_time(a), added = fmq_strategy_count(a->st);
+    if (n >= a->cfg.cohort_size && added > 0)
         return true;
     if (a->deadline_ms == 0 || now_ms < a->deadline_ms)
         return false;
-    if (a->fa.count >= a->cfg.quorum && n >= a->cfg.quorum)
+    if (added >= a->cfg.quorum && n >= a->cfg.quorum)
         return true;
     a->deadline_ms = now_ms + a->cfg.round_ms;
     a->extensions++;
@@ -549,8 +639,38 @@ fmq_err fmq_agg_close(fmq_agg *a, const fmq_dataset *holdout, uint64_t now_ms,
                        ? (now_ms - a->start_ms) / 1000.0
                        : 0;
     rep->extensions = a->extensions;
-    if ((e = fmq_fedavg_apply(&a->fa, fmq_nn_params(a->nn))))
+    fmq_strategy_result sr;
+    e = fmq_strategy_finish(a->st, a->round, fmq_nn_params(a->nn), &sr);
+    if (e == FMQ_ERR_STATE) {
+        rep->kept_model = true;
+        fmq_log_warn("aggregator: round %llu: strategy %s aggregated "
+                     "nothing; the model is kept",
+                     (unsigned long long)a->round, fmq_strategy_spec(a->st));
+    } else if (e) {
         return e;
+    }
+    /* updates the norm bound refused when the round closed (kept updates
+     * against the round's median) were counted on arrival: move them */
+    if (sr.norm_rejected) {
+        uint32_t late = sr.norm_rejected_late;
+        uint32_t on = sr.norm_rejected - late;
+        rep->participants -= on < rep->participants ? on : rep->participants;
+        rep->late -= late < rep->late ? late : rep->late;
+        rep->late_folded -= late < rep->late_folded ? late : rep->late_folded;
+        rep->rejected += sr.norm_rejected;
+        for (uint32_t i = 0; i < sr.norm_rejected; i++)
+            count_reason(a, fmq_errname(FMQ_ERR_NORM));
+        memcpy(rep->reasons, a->reasons, sizeof rep->reasons);
+        rep->nreasons = a->nreasons;
+    }
+    if (fmq_strategy_async(a->st))
+        rep->cohort = sr.used; /* the buffer that made this version */
+    snprintf(rep->strategy, sizeof rep->strategy, "%s",
+             fmq_strategy_spec(a->st));
+    snprintf(rep->strategy_note, sizeof rep->strategy_note, "%s", sr.note);
+    rep->clipped = sr.clipped;
+    rep->dp_clip = sr.dp_clip;
+    rep->dp_noise = sr.dp_noise;
     rep->test_loss = rep->test_acc = NAN;
     if (holdout) {
         fmq_nn_eval ev;
@@ -563,7 +683,6 @@ fmq_err fmq_agg_close(fmq_agg *a, const fmq_dataset *holdout, uint64_t now_ms,
     a->round++;
     a->version++;
     rep->version = a->version;
-    fmq_fedavg_reset(&a->fa);
     a->loss_sum = a->loss_sq = 0;
     a->late = a->late_folded = a->rejected = a->extensions = 0;
     a->nreasons = 0;
@@ -601,7 +720,9 @@ fmq_err fmq_agg_encode_metrics(const fmq_agg *a, const fmq_agg_report *rep,
     m.bytes_in = rep->bytes_in;
     m.bytes_out = rep->bytes_out;
     m.seconds = rep->seconds;
-    snprintf(m.strategy, sizeof m.strategy, "fedavg");
+    snprintf(m.strategy, sizeof m.strategy, "%s", fmq_strategy_name(a->st));
+    m.dp_clip = rep->dp_clip;
+    m.dp_noise = rep->dp_noise;
     m.ts_ms = now_ms;
     fmq_err e = fmq_codec_encode_metrics(&m, out);
     m.rejected = NULL; /* borrowed from rep */
@@ -624,10 +745,24 @@ void fmq_agg_format_report(const fmq_agg_report *r, char *buf, size_t len)
     }
     if (r->nreasons && off < sizeof rej - 1)
         snprintf(rej + off, sizeof rej - off, ")");
+    /* what the strategy did: its note, clipped updates, a kept model */
+    char parts[3][160] = {"", "", ""}, what[520] = "";
+    unsigned np = 0;
+    if (r->strategy_note[0])
+        snprintf(parts[np++], sizeof parts[0], "%s", r->strategy_note);
+    if (r->clipped)
+        snprintf(parts[np++], sizeof parts[0], "%u clipped", r->clipped);
+    if (r->kept_model)
+        snprintf(parts[np++], sizeof parts[0], "model kept");
+    if (np)
+        snprintf(what, sizeof what, " (%s%s%s%s%s)", parts[0],
+                 np > 1 ? ", " : "", parts[1], np > 2 ? ", " : "", parts[2]);
     snprintf(buf, len,
              "round %llu: %u/%u devices, %u late (%u folded), %u rejected%s, "
-             "train loss %.4f, test acc %.4f, %.1f KB in, %.2f s",
+             "train loss %.4f, test acc %.4f, %.1f KB in, %.2f s, "
+             "strategy %s%s",
              (unsigned long long)r->round, r->participants, r->cohort, r->late,
              r->late_folded, r->rejected, rej, r->loss_mean, r->test_acc,
-             r->bytes_in / 1024.0, r->seconds);
+             r->bytes_in / 1024.0, r->seconds,
+             r->strategy[0] ? r->strategy : "fedavg", what);
 }

@@ -1,5 +1,6 @@
 /*
- * agg.h — the aggregator's core: rounds, validation, FedAvg, checkpoints.
+ * agg.h — the aggregator's core: rounds, validation, strategies,
+ * checkpoints.
  *
  * The core does no I/O but its checkpoint file: the program around it
  * (fedmq_aggregator.c) receives MQTT messages and hands each update's
@@ -9,18 +10,25 @@
  *
  * Round life (proto/SPEC.md §9.2): round r publishes model version mv with
  * a deadline. An update is *counted* when it is for (r, mv), from a device
- * not yet counted this round, decodes, fits the model, is finite and under
- * the norm bound; it is folded into a sample-weighted streaming average
- * (common/fedavg.h). The round closes when cohort_size updates are counted,
- * or at the deadline if at least `quorum` are; short of the quorum the
- * deadline moves on by round_ms. A *late* update (for an earlier round,
- * staleness tau = r - its round) is dropped, or folded in with weight
- * n / sqrt(1 + tau) while tau <= max_staleness, as configured; a late
- * update is counted once per (device, round) too.
+ * not yet counted this round, decodes, fits the model, is finite and within
+ * the norm bound (rejected or clipped, as configured); it goes to the
+ * aggregation strategy (strategy.h; fedavg, the default, folds it into a
+ * sample-weighted streaming average, common/fedavg.h). The round closes
+ * when cohort_size updates are counted, or at the deadline if at least
+ * `quorum` are; short of the quorum the deadline moves on by round_ms. A
+ * *late* update (for an earlier round, staleness tau = r - its round) is
+ * dropped, or handed to the strategy with its staleness (fedavg: weight
+ * n / sqrt(1 + tau)) while tau <= max_staleness, as configured; a late
+ * update is counted once per (device, round) too. An asynchronous strategy
+ * (fedbuff) has no deadline and no quorum: a "round" closes when the
+ * strategy says (every K updates), round and version count the versions,
+ * and an update more than max_staleness versions behind is rejected
+ * `stale` (the late policy does not apply).
  *
  * Checkpoints: fmq_agg_checkpoint writes the model, round, version,
- * deadline, the running average and the set of (device, round) already
- * counted to <state_dir>/aggregator.ckpt atomically (temp, fsync, rename).
+ * deadline, the set of (device, round) already counted and the strategy's
+ * section (its running sums, kept updates, optimizer moments: strategy.h)
+ * to <state_dir>/aggregator.ckpt atomically (temp, fsync, rename).
  * fmq_agg_close writes one before it returns, i.e. before the caller
  * publishes the new model. After a crash, fmq_agg_open resumes from the
  * file: versions never go back, and an update that a device sends again
@@ -32,6 +40,7 @@
 
 #include "codec.h"
 #include "data.h"
+#include "strategy.h"
 #include "trust.h"
 
 #ifdef __cplusplus
@@ -50,7 +59,16 @@ typedef struct fmq_agg_cfg {
     uint32_t round_ms;                /* deadline after the round starts */
     fmq_agg_late late;
     uint32_t max_staleness;           /* rounds, for FMQ_AGG_LATE_FOLD */
-    double norm_bound;                /* reject L2 norm above; 0 = off */
+    /* Aggregation (strategy.h; README.md, "Aggregation strategies"). */
+    const char *strategy;             /* "name[:params]"; NULL = fedavg */
+    const fmq_strategy_hparams *hp;   /* NULL = every default */
+    /* The norm bound, before any strategy sees an update: a fixed L2
+     * bound, and/or norm_median times the median norm (>= 1; the round's
+     * for strategies that keep updates, the previous round's for streaming
+     * ones); 0 = off. Over it: rejected `norm`, or scaled down to it. */
+    double norm_bound;
+    double norm_median;
+    fmq_norm_action norm_action;      /* FMQ_NORM_REJECT (0) or _CLIP */
     fmq_train_cfg train;              /* the round instructions (tc) */
     fmq_uq uq;                        /* update quantization */
     fmq_scheme global_scheme;         /* w as f32 or f16 */
@@ -75,8 +93,10 @@ typedef struct fmq_agg_cfg {
 typedef struct fmq_agg fmq_agg;
 
 /* Resume from <state_dir>/aggregator.ckpt when it exists (FMQ_ERR_DATA
- * when it is corrupt or for another model/fleet: never silently start
- * over), else initialise round 1, version 1. */
+ * when it is corrupt or for another model, fleet or strategy: never
+ * silently start over; a checkpoint of the format before strategies,
+ * FMQAGG02, resumes with fedavg), else initialise round 1, version 1.
+ * FMQ_ERR_CONFIG for an unknown strategy or parameters it refuses. */
 FMQ_NODISCARD fmq_err fmq_agg_open(const fmq_agg_cfg *cfg, fmq_agg **out);
 void fmq_agg_destroy(fmq_agg **ap);
 
@@ -112,9 +132,11 @@ typedef enum {
  * topic, r changed, tampered; or an inner r that is not the envelope's),
  * FMQ_ERR_KEY (sealed to another key),
  * FMQ_ERR_FLEET, FMQ_ERR_INVAL (device does not match the topic),
- * FMQ_ERR_STALE (older than max staleness... or from the future),
+ * FMQ_ERR_STALE (from the future, or, with an asynchronous strategy,
+ * more than max_staleness versions behind),
  * FMQ_ERR_DUPLICATE, FMQ_ERR_MODEL (wrong size), FMQ_ERR_NONFINITE,
- * FMQ_ERR_NORM. Every rejection is counted by reason and logged; nothing
+ * FMQ_ERR_NORM (over the bound with norm_action reject), or an error of
+ * the strategy. Every rejection is counted by reason and logged; nothing
  * else changes. Replays: a sealed update replayed unchanged into a later
  * round still opens (its round is bound in) and is a `duplicate` while
  * that (device, round) is remembered (max_staleness + 1 rounds), a late
@@ -142,10 +164,17 @@ typedef struct fmq_agg_report {
     uint64_t bytes_in, bytes_out;
     double seconds;
     uint32_t extensions;        /* deadline extensions in this round */
+    char strategy[128];         /* the spec, e.g. "krum:2" */
+    char strategy_note[128];    /* what it did, e.g. "krum picked dev-3" */
+    uint32_t clipped;           /* updates scaled down by the norm bound */
+    double dp_clip, dp_noise;   /* dp-fedavg's S and z, else NaN */
+    bool kept_model;            /* the strategy aggregated nothing */
 } fmq_agg_report;
 
-/* Close the round: apply the average, evaluate on `holdout` (may be NULL),
- * move to round + 1 / version + 1, checkpoint. */
+/* Close the round: the strategy's new weights (a strategy that can make
+ * nothing of the round, e.g. Krum with too few updates, keeps the model:
+ * rep->kept_model), evaluate on `holdout` (may be NULL), move to round + 1
+ * / version + 1, checkpoint. */
 FMQ_NODISCARD fmq_err fmq_agg_close(fmq_agg *a, const fmq_dataset *holdout,
                                     uint64_t now_ms, fmq_agg_report *rep);
 
@@ -159,7 +188,8 @@ FMQ_NODISCARD fmq_err fmq_agg_encode_metrics(const fmq_agg *a,
                                              uint64_t now_ms, fmq_buf *out);
 
 /* One human line per round: round, participants/cohort, late, rejected
- * with reasons, mean train loss, test accuracy, bytes in, seconds. */
+ * with reasons, mean train loss, test accuracy, bytes in, seconds, the
+ * strategy and what it did. */
 void fmq_agg_format_report(const fmq_agg_report *rep, char *buf, size_t len);
 
 #ifdef __cplusplus

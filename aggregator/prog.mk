@@ -6,11 +6,18 @@ $(BUILD)/bin/fedmq-train: $(BUILD)/obj/aggregator/fedmq_train.o $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS_ALL) $(filter-out $(LIB),$^) $(LIB) -o $@ $(LIBS_ALL)
 
-# The aggregator's core (agg.c) is a library object of the aggregator's
-# programs and of test/test_agg.c.
-AGG_OBJS := $(BUILD)/obj/aggregator/agg.o
+# The aggregator's core (agg.c) and its strategies (strategy.c, the table
+# and the core around every strategy; aggregator/strategy/<name>.c, one
+# file each) are library objects of the aggregator's programs and of
+# test/test_agg.c and test/test_strategy.c.
+STRATEGY_OBJS := $(BUILD)/obj/aggregator/strategy.o \
+  $(patsubst %.c,$(BUILD)/obj/%.o,$(sort $(wildcard aggregator/strategy/*.c)))
+AGG_OBJS := $(BUILD)/obj/aggregator/agg.o $(STRATEGY_OBJS)
+$(STRATEGY_OBJS): CPPFLAGS_ALL += -Iaggregator
 $(BUILD)/test/test_agg: $(AGG_OBJS)
 $(BUILD)/obj/test/test_agg.o: CPPFLAGS_ALL += -Iaggregator
+$(BUILD)/test/test_strategy: $(AGG_OBJS)
+$(BUILD)/obj/test/test_strategy.o: CPPFLAGS_ALL += -Iaggregator
 
 #   fedmq-aggregator   rounds over MQTT (agg.c + common/mqtt.c)
 PROGS += $(BUILD)/bin/fedmq-aggregator

@@ -1,0 +1,50 @@
+/*
+ * fedadam — FedAdam (Reddi et al., ICLR 2021, "Adaptive Federated
+ * Optimization", Algorithm 2). The round's sample-weighted average delta Δ
+ * is a pseudo-gradient:
+ *   m = β1·m + (1 − β1)·Δ
+ *   v = β2·v + (1 − β2)·Δ²
+ *   w = w + η·m / (√v + τ)
+ * from m = 0 and v = τ², without bias correction. Defaults: η = 0.01
+ * (server_lr), β1 = 0.9 and β2 = 0.99 (beta1, beta2: the values the
+ * paper's experiments fix), τ = 1e-3 (tau_adapt). The paper tunes η and τ per
+ * task: these two are starting points, not universal values. m and v are kept
+ * in the checkpoint (fedopt.c).
+ */
+#include "strategy_internal.h"
+
+static fmq_err fedadam_init(void *st, const fmq_strategy_cfg *cfg,
+                            const char *args)
+{
+    if (args) {
+        fmq_log_err("strategy fedadam takes no parameters (got ':%s'); set "
+                    "server_lr, beta1, beta2, tau_adapt in the configuration",
+                    args);
+        return FMQ_ERR_CONFIG;
+    }
+    double lr, b1, b2 = 0, tau;
+    fmq_err e;
+    if ((e = fmq_strategy__hparam("fedadam", "server_lr", cfg->hp.server_lr,
+                                  0.01, 0, true, 1e6, false, &lr)) ||
+        (e = fmq_strategy__hparam("fedadam", "beta1", cfg->hp.beta1, 0.9, 0,
+                                  false, 1, true, &b1)) ||
+        (e = fmq_strategy__hparam("fedadam", "beta2", cfg->hp.beta2, 0.99, 0,
+                                  false, 1, true, &b2)) ||
+        (e = fmq_strategy__hparam("fedadam", "tau_adapt", cfg->hp.tau_adapt,
+                                  1e-3, 0, true, 1e6, false, &tau)))
+        return e;
+    return fmq_fedopt__init(st, FMQ_FEDOPT_ADAM, cfg->P, lr, b1, b2, tau, 0);
+}
+
+const fmq_strategy_ops fmq_strategy__fedadam = {
+    .name = "fedadam",
+    .usage = "fedadam (server_lr, beta1, beta2, tau_adapt)",
+    .state_size = sizeof(fmq_fedopt),
+    .state_version = 1,
+    .init = fedadam_init,
+    .fini = fmq_fedopt__fini,
+    .add = fmq_fedopt__add,
+    .finish = fmq_fedopt__finish,
+    .save = fmq_fedopt__save,
+    .load = fmq_fedopt__load,
+};

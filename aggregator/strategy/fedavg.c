@@ -1,0 +1,95 @@
+/*
+ * fedavg — sample-weighted FedAvg (McMahan et al., AISTATS 2017), streaming
+ * in O(P) memory: each update is folded into a running sum as it arrives
+ * (common/fedavg.h, no dequantized copy) with weight n_k (times 1/√(1+τ)
+ * for a late update the aggregator folds in), and the model moves by
+ * sum / Σ weights when the round closes. The arithmetic is exactly that of
+ * fedmq-train's in-process reference (test/it_fleet_ref.sh).
+ *
+ * Also the mean the FedAvg-like strategies (fedprox, the server
+ * optimizers) reduce with: fmq_strategy__mean_*.
+ */
+#include "strategy_internal.h"
+
+fmq_err fmq_strategy__mean_add(fmq_fedavg *fa, const fmq_strategy_update *u)
+{
+    return fmq_fedavg_add(fa, u->delta, fmq_strategy__weight(u));
+}
+
+void fmq_strategy__mean_save(const fmq_fedavg *fa, fmq_wr *w)
+{
+    fmq_wr_f64(w, fa->weight);
+    fmq_wr_u32(w, fa->count);
+    fmq_wr_floats(w, fa->sum, fa->P);
+}
+
+fmq_err fmq_strategy__mean_load(fmq_fedavg *fa, fmq_rd *r)
+{
+    fa->weight = fmq_rd_f64(r);
+    fa->count = fmq_rd_u32(r);
+    fmq_rd_floats(r, fa->sum, fa->P);
+    return r->bad || !(fa->weight >= 0) ? FMQ_ERR_DATA : FMQ_OK;
+}
+
+typedef struct fedavg {
+    fmq_fedavg fa;
+} fedavg;
+
+static fmq_err fedavg_init(void *st, const fmq_strategy_cfg *cfg,
+                           const char *args)
+{
+    fedavg *s = st;
+    if (args) {
+        fmq_log_err("strategy fedavg takes no parameters (got ':%s')", args);
+        return FMQ_ERR_CONFIG;
+    }
+    return fmq_fedavg_init(&s->fa, cfg->P);
+}
+
+static void fedavg_fini(void *st)
+{
+    fedavg *s = st;
+    fmq_fedavg_fini(&s->fa);
+}
+
+static fmq_err fedavg_add(void *st, const fmq_strategy_update *u)
+{
+    fedavg *s = st;
+    return fmq_strategy__mean_add(&s->fa, u);
+}
+
+static fmq_err fedavg_finish(void *st, uint64_t round,
+                             const fmq_strategy_batch *batch, float *w,
+                             fmq_strategy_result *res)
+{
+    fedavg *s = st;
+    fmq_err e = fmq_fedavg_apply(&s->fa, w);
+    res->used = e ? 0 : s->fa.count;
+    fmq_fedavg_reset(&s->fa);
+    return e;
+}
+
+static void fedavg_save(const void *st, fmq_wr *w)
+{
+    const fedavg *s = st;
+    fmq_strategy__mean_save(&s->fa, w);
+}
+
+static fmq_err fedavg_load(void *st, fmq_rd *r, uint32_t version)
+{
+    fedavg *s = st;
+    return version == 1 ? fmq_strategy__mean_load(&s->fa, r) : FMQ_ERR_DATA;
+}
+
+const fmq_strategy_ops fmq_strategy__fedavg = {
+    .name = "fedavg",
+    .usage = "fedavg",
+    .state_size = sizeof(fedavg),
+    .state_version = 1,
+    .init = fedavg_init,
+    .fini = fedavg_fini,
+    .add = fedavg_add,
+    .finish = fedavg_finish,
+    .save = fedavg_save,
+    .load = fedavg_load,
+};

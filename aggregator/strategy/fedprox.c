@@ -1,0 +1,91 @@
+/*
+ * fedprox — FedProx (Li et al., MLSys 2020): FedAvg's aggregation, and
+ * the round's instructions ask every device to add the proximal term
+ * μ/2·‖w − w_global‖² to its local loss (the global's tc.mu; the device's
+ * engine applies it: common/nn.h, common/trainer.h). μ is the `mu`
+ * configuration key, default 0.01 (Li et al. tune it over {0.001, 0.01,
+ * 0.1, 1}); μ = 0 is FedAvg.
+ */
+#include "strategy_internal.h"
+
+#include <stdio.h>
+
+typedef struct fedprox {
+    fmq_fedavg fa;
+    float mu;
+} fedprox;
+
+static fmq_err fedprox_init(void *st, const fmq_strategy_cfg *cfg,
+                            const char *args)
+{
+    fedprox *s = st;
+    if (args) {
+        fmq_log_err("strategy fedprox takes no parameters (got ':%s'); set "
+                    "mu in the configuration",
+                    args);
+        return FMQ_ERR_CONFIG;
+    }
+    double mu;
+    fmq_err e = fmq_strategy__hparam("fedprox", "mu", cfg->hp.mu, 0.01, 0,
+                                     false, 1000, false, &mu);
+    if (e)
+        return e;
+    s->mu = (float)mu;
+    return fmq_fedavg_init(&s->fa, cfg->P);
+}
+
+static void fedprox_fini(void *st)
+{
+    fedprox *s = st;
+    fmq_fedavg_fini(&s->fa);
+}
+
+static void fedprox_configure(void *st, fmq_msg_global *g)
+{
+    const fedprox *s = st;
+    g->train.mu = s->mu;
+}
+
+static fmq_err fedprox_add(void *st, const fmq_strategy_update *u)
+{
+    fedprox *s = st;
+    return fmq_strategy__mean_add(&s->fa, u);
+}
+
+static fmq_err fedprox_finish(void *st, uint64_t round,
+                              const fmq_strategy_batch *batch, float *w,
+                              fmq_strategy_result *res)
+{
+    fedprox *s = st;
+    fmq_err e = fmq_fedavg_apply(&s->fa, w);
+    res->used = e ? 0 : s->fa.count;
+    snprintf(res->note, sizeof res->note, "mu %g", s->mu);
+    fmq_fedavg_reset(&s->fa);
+    return e;
+}
+
+static void fedprox_save(const void *st, fmq_wr *w)
+{
+    const fedprox *s = st;
+    fmq_strategy__mean_save(&s->fa, w);
+}
+
+static fmq_err fedprox_load(void *st, fmq_rd *r, uint32_t version)
+{
+    fedprox *s = st;
+    return version == 1 ? fmq_strategy__mean_load(&s->fa, r) : FMQ_ERR_DATA;
+}
+
+const fmq_strategy_ops fmq_strategy__fedprox = {
+    .name = "fedprox",
+    .usage = "fedprox (mu)",
+    .state_size = sizeof(fedprox),
+    .state_version = 1,
+    .init = fedprox_init,
+    .fini = fedprox_fini,
+    .configure = fedprox_configure,
+    .add = fedprox_add,
+    .finish = fedprox_finish,
+    .save = fedprox_save,
+    .load = fedprox_load,
+};
