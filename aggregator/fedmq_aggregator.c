@@ -14,6 +14,12 @@
  * and it rejects unsealed updates. It never makes a key itself: keys come
  * from the operator (broker/fedmq_keygen or any P-256 PEM). --no-sign and
  * --no-seal turn each half off, for debugging only, and say so.
+ *
+ * Aggregation: --strategy NAME[:PARAMS] (aggregator/strategy.h; README.md,
+ * "Aggregation strategies") with its hyper-parameters as keys of their own
+ * (server_lr, beta1, beta2, tau_adapt, server_momentum, mu, buffer_k,
+ * dp_clip, dp_noise, dp_seed), and a norm bound before any strategy
+ * (norm_clip, norm_clip_median, norm_action).
  */
 #include <math.h>
 #include <signal.h>
@@ -32,11 +38,12 @@
 typedef struct opts {
     const char *broker, *client_id;
     const char *fleet, *model, *state_dir, *holdout, *late, *scheme;
-    const char *global_scheme, *save;
+    const char *global_scheme, *save, *strategy, *norm_action;
     uint32_t rounds, cohort, quorum, round_ms, max_staleness, block;
     uint32_t epochs, batch;
-    float lr, momentum, weight_decay, mu;
-    double norm_bound, target_acc;
+    float lr, momentum, weight_decay;
+    double norm_clip, norm_median, target_acc;
+    fmq_strategy_hparams hp;
     uint64_t seed;
     bool stochastic, no_ef, no_sign, no_seal;
     const char *sign_key, *seal_key;
@@ -75,8 +82,43 @@ static const fmq_conf_key keys[] = {
      "1/sqrt(1+tau)", 0, 0, false},
     {"max_staleness", FMQ_CONF_UINT, "2", "rounds a folded late update may "
      "be behind", 0, 1000, false},
-    {"norm_bound", FMQ_CONF_DOUBLE, "0", "reject updates with a larger L2 "
-     "norm (0 = off)", 0, 1e30, false},
+    {"strategy", FMQ_CONF_STR, "fedavg", "aggregation: fedavg, fedprox, "
+     "fedavgm, fedadam, fedyogi, fedadagrad, fedbuff (asynchronous), median, "
+     "trimmed-mean[:BETA], krum:F, multi-krum:F[,M], dp-fedavg (README.md, "
+     "Aggregation strategies)", 0, 0, false},
+    {"server_lr", FMQ_CONF_DOUBLE, NULL, "server learning rate eta of "
+     "fedavgm (default 1), fedadam and fedyogi (0.01), fedadagrad (0.1), "
+     "fedbuff and dp-fedavg (1)", 0, 1e6, false},
+    {"beta1", FMQ_CONF_DOUBLE, NULL, "first-moment decay of fedadam, "
+     "fedyogi, fedadagrad (default 0.9)", 0, 1, false},
+    {"beta2", FMQ_CONF_DOUBLE, NULL, "second-moment decay of fedadam, "
+     "fedyogi (default 0.99)", 0, 1, false},
+    {"tau_adapt", FMQ_CONF_DOUBLE, NULL, "adaptivity tau (epsilon) of "
+     "fedadam, fedyogi, fedadagrad (default 1e-3)", 0, 1e6, false},
+    {"server_momentum", FMQ_CONF_DOUBLE, NULL, "server momentum of fedavgm "
+     "(default 0.9; the key momentum is the devices' local one)", 0, 1,
+     false},
+    {"buffer_k", FMQ_CONF_UINT, NULL, "fedbuff: updates per new model "
+     "version (default 10)", 1, 1000000, false},
+    {"dp_clip", FMQ_CONF_DOUBLE, NULL, "dp-fedavg: per-update L2 clip S "
+     "(default 1)", 0, 1e30, false},
+    {"dp_noise", FMQ_CONF_DOUBLE, NULL, "dp-fedavg: noise multiplier z, "
+     "Gaussian noise of std z*S on the sum (default 1)", 0, 1e6, false},
+    {"dp_seed", FMQ_CONF_UINT, NULL, "dp-fedavg: noise seed (default: a "
+     "secret one from the system; a fixed seed is for tests only)", 1,
+     1.8e19, false},
+    {"norm_clip", FMQ_CONF_DOUBLE, "0", "norm bound before any strategy: "
+     "updates with a larger L2 norm are clipped or rejected (norm_action; "
+     "0 = off)", 0, 1e30, false},
+    {"norm_clip_median", FMQ_CONF_DOUBLE, "0", "norm bound at this multiple "
+     "(>= 1) of the median L2 norm: the round's for median, trimmed-mean, "
+     "krum, multi-krum, the previous round's otherwise (0 = off)", 0, 1e30,
+     false},
+    {"norm_action", FMQ_CONF_STR, "clip", "over the norm bound: clip "
+     "(scale down to it) or reject (reason norm)", 0, 0, false},
+    {"norm_bound", FMQ_CONF_STR, NULL, "another spelling of the norm "
+     "bound: X (= norm_clip X) or median:M (= norm_clip_median M)", 0, 0,
+     false},
     {"scheme", FMQ_CONF_STR, "q8", "update quantization: f32 f16 q8 q4 q1",
      0, 0, false},
     {"block", FMQ_CONF_UINT, "256", "quantization block", 1, 65536, false},
@@ -93,8 +135,8 @@ static const fmq_conf_key keys[] = {
     {"momentum", FMQ_CONF_DOUBLE, "0.9", "local momentum", 0, 1, false},
     {"weight_decay", FMQ_CONF_DOUBLE, "0", "local weight decay", 0, 1,
      false},
-    {"mu", FMQ_CONF_DOUBLE, "0", "FedProx proximal term sent to devices", 0,
-     1000, false},
+    {"mu", FMQ_CONF_DOUBLE, NULL, "fedprox: the proximal term mu sent to "
+     "devices (default 0.01; other strategies send none)", 0, 1000, false},
     {"holdout", FMQ_CONF_STR, "fashion-mnist", "evaluation set: "
      "fashion-mnist or none", 0, 0, false},
     {"state_dir", FMQ_CONF_STR, "fedmq-agg", "checkpoint directory", 0, 0,
@@ -114,6 +156,25 @@ static const fmq_conf_key keys[] = {
     {"save", FMQ_CONF_STR, NULL, "at the end, write the model as float32 LE "
      "(the format of fedmq-train --save)", 0, 0, false},
 };
+
+/* A key without a default: NaN when it is not given. */
+static double opt_double(const fmq_conf *c, const char *key)
+{
+    return fmq_conf_str(c, key) ? fmq_conf_double(c, key) : NAN;
+}
+
+/* norm_bound's value: "X" or "median:M". */
+static bool parse_norm_bound(const char *s, double *fixed, double *median)
+{
+    char *end;
+    bool med = strncmp(s, "median:", 7) == 0;
+    const char *num = med ? s + 7 : s;
+    double v = strtod(num, &end);
+    if (!*num || *end || !isfinite(v) || v < 0 || (med && v < 1))
+        return false;
+    *(med ? median : fixed) = v;
+    return true;
+}
 
 /* 0 to go on, 1 after --help, 2 on an error (printed). */
 static int parse(int argc, char **argv, fmq_conf *c, opts *o)
@@ -147,8 +208,10 @@ static int parse(int argc, char **argv, fmq_conf *c, opts *o)
         .lr = (float)fmq_conf_double(c, "lr"),
         .momentum = (float)fmq_conf_double(c, "momentum"),
         .weight_decay = (float)fmq_conf_double(c, "weight_decay"),
-        .mu = (float)fmq_conf_double(c, "mu"),
-        .norm_bound = fmq_conf_double(c, "norm_bound"),
+        .strategy = fmq_conf_str(c, "strategy"),
+        .norm_action = fmq_conf_str(c, "norm_action"),
+        .norm_clip = fmq_conf_double(c, "norm_clip"),
+        .norm_median = fmq_conf_double(c, "norm_clip_median"),
         .target_acc = fmq_conf_double(c, "target_acc"),
         .seed = fmq_conf_uint(c, "seed"),
         .stochastic = fmq_conf_bool(c, "stochastic"),
@@ -160,6 +223,46 @@ static int parse(int argc, char **argv, fmq_conf *c, opts *o)
         .checkpoint_ms = (uint32_t)fmq_conf_uint(c, "checkpoint_ms"),
     };
     fmq_cli_mqtt(c, &o->mc);
+    o->hp = fmq_strategy_hparams_none();
+    o->hp.server_lr = opt_double(c, "server_lr");
+    o->hp.beta1 = opt_double(c, "beta1");
+    o->hp.beta2 = opt_double(c, "beta2");
+    o->hp.tau_adapt = opt_double(c, "tau_adapt");
+    o->hp.server_momentum = opt_double(c, "server_momentum");
+    o->hp.mu = opt_double(c, "mu");
+    o->hp.buffer_k = (uint32_t)fmq_conf_uint(c, "buffer_k");
+    o->hp.dp_clip = opt_double(c, "dp_clip");
+    o->hp.dp_noise = opt_double(c, "dp_noise");
+    o->hp.dp_seed = fmq_conf_uint(c, "dp_seed");
+    if (strcmp(o->norm_action, "clip") && strcmp(o->norm_action, "reject")) {
+        fprintf(stderr, "%s: norm_action '%s': use clip or reject\n", prog,
+                o->norm_action);
+        return 2;
+    }
+    const char *nb = fmq_conf_str(c, "norm_bound");
+    if (nb && (fmq_conf_is_set(c, "norm_clip") ||
+               fmq_conf_is_set(c, "norm_clip_median"))) {
+        fprintf(stderr, "%s: norm_bound is another spelling of norm_clip and "
+                "norm_clip_median: give one of them\n", prog);
+        return 2;
+    }
+    if (nb && !parse_norm_bound(nb, &o->norm_clip, &o->norm_median)) {
+        fprintf(stderr, "%s: norm_bound '%s': use a number X (a fixed L2 "
+                "bound) or median:M (M >= 1 times the median norm)\n", prog,
+                nb);
+        return 2;
+    }
+    if (o->norm_median > 0 && o->norm_median < 1) {
+        fprintf(stderr, "%s: norm_clip_median %g: use 0 (off) or a multiple "
+                ">= 1 of the median norm\n", prog, o->norm_median);
+        return 2;
+    }
+    /* mu is FedProx's: sent by no other strategy */
+    if (o->hp.mu > 0 && strcmp(o->strategy, "fedprox") != 0) {
+        fprintf(stderr, "%s: mu %g is FedProx's proximal term: use "
+                "--strategy fedprox\n", prog, o->hp.mu);
+        return 2;
+    }
     if (!o->quorum)
         o->quorum = o->cohort;
     if (o->quorum > o->cohort) {
@@ -265,10 +368,13 @@ int main(int argc, char **argv)
         .quorum = o.quorum, .round_ms = o.round_ms,
         .late = strcmp(o.late, "fold") == 0 ? FMQ_AGG_LATE_FOLD
                                             : FMQ_AGG_LATE_DROP,
-        .max_staleness = o.max_staleness, .norm_bound = o.norm_bound,
+        .max_staleness = o.max_staleness,
+        .strategy = o.strategy, .hp = &o.hp,
+        .norm_bound = o.norm_clip, .norm_median = o.norm_median,
+        .norm_action = strcmp(o.norm_action, "reject") == 0 ? FMQ_NORM_REJECT
+                                                           : FMQ_NORM_CLIP,
         .train = {.epochs = o.epochs, .batch = o.batch, .lr = o.lr,
-                  .momentum = o.momentum, .weight_decay = o.weight_decay,
-                  .mu = o.mu},
+                  .momentum = o.momentum, .weight_decay = o.weight_decay},
         .uq = {.block = o.block, .stochastic = o.stochastic,
                .error_feedback = !o.no_ef},
         .state_dir = o.state_dir,
@@ -336,11 +442,11 @@ int main(int argc, char **argv)
     signal(SIGTERM, on_signal);
     publish_agg_status(mq, o.fleet, true, a, t_status);
     printf("fedmq-aggregator: fleet %s, model %s (%u parameters), round %llu%s, "
-           "cohort %u, quorum %u, updates %s\n",
+           "cohort %u, quorum %u, updates %s, strategy %s\n",
            o.fleet, o.model, fmq_agg_nparams(a),
            (unsigned long long)fmq_agg_round(a),
            fmq_agg_resumed(a) ? " (resumed)" : "", o.cohort, o.quorum,
-           o.scheme);
+           o.scheme, o.strategy);
     char kid_sign[FMQ_KID_LEN + 1] = "", kid_seal[FMQ_KID_LEN + 1] = "";
     if (sign_key)
         snprintf(kid_sign, sizeof kid_sign, "%s", fmq_trust_key_id(sign_key));
