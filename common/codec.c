@@ -47,7 +47,7 @@
 
 static const char *const codec__type_names[FMQ_MSG__COUNT] = {
     "unknown", "global", "update", "status", "metrics", "agg", "signed",
-    "sealed",
+    "sealed", "delta",
 };
 
 const char *fmq_msg_type_name(fmq_msg_type t)
@@ -1744,7 +1744,70 @@ static const codec__field global_fields[] = {
     BOOL_("as", fmq_msg_global, async, O_DEFAULT),
     {.key = "ms", .kind = K_U32, .opt = O_DEFAULT,
      FLD(fmq_msg_global, max_staleness), .max = UINT32_MAX},
+    BOOL_("gd", fmq_msg_global, deltas, O_DEFAULT),
 };
+
+/* "bv": 1 <= bv < mv. The table reads mv before bv, so the decoder can
+ * compare the two at bv's place in the order of SPEC §10. */
+static fmq_err codec__bv_check(codec__ctx *c, const char *kp,
+                               const fmq_msg_delta *m)
+{
+    if (m->base < 1 || m->base >= m->g.version)
+        return codec__fail(c, FMQ_ERR_BAD_VALUE,
+                           "%s: %llu, must be in [1, mv - 1] (mv = %llu)", kp,
+                           (unsigned long long)m->base,
+                           (unsigned long long)m->g.version);
+    return FMQ_OK;
+}
+static fmq_err cu_bv_decode(codec__ctx *c, const char *kp,
+                            const codec__field *f, const msgpack_object *o,
+                            void *base)
+{
+    (void)f;
+    fmq_msg_delta *m = base;
+    fmq_err e = codec__uint(c, kp, o, &m->base);
+    return e ? e : codec__bv_check(c, kp, m);
+}
+static fmq_err cu_bv_check(codec__ctx *c, const char *kp,
+                           const codec__field *f, const void *base)
+{
+    (void)f;
+    return codec__bv_check(c, kp, base);
+}
+static void cu_bv_encode(codec__enc *e, const codec__field *f,
+                         const void *base)
+{
+    (void)f;
+    enc_u64(e, ((const fmq_msg_delta *)base)->base);
+}
+static const codec__custom cu_bv = {cu_always, cu_bv_decode, cu_bv_check,
+                                    cu_bv_encode};
+
+/* A delta carries what a global carries but "w": base version "bv" after
+ * "mv", the tensor "d" where a global has "w" (SPEC §6.6). */
+#define DG_(m) g.m
+static const codec__field delta_fields[] = {
+    ID_("fl", fmq_msg_delta, DG_(fleet), O_REQ),
+    U64_("r", fmq_msg_delta, DG_(round), O_REQ, 1),
+    U64_("mv", fmq_msg_delta, DG_(version), O_REQ, 2),
+    CU_("bv", fmq_msg_delta, base, O_REQ, cu_bv),
+    U64_("dl", fmq_msg_delta, DG_(deadline_ms), O_REQ, 0),
+    U64_("ts", fmq_msg_delta, DG_(ts_ms), O_ABSENT, 0),
+    {.key = "m", .kind = K_SPEC, .opt = O_REQ, FLD(fmq_msg_delta, DG_(model))},
+    CU_("d", fmq_msg_delta, delta, O_REQ, cu_tensor, .min = MASK_ALL),
+    {.key = "tc", .kind = K_MAP, .opt = O_REQ, FLD(fmq_msg_delta, DG_(train)),
+     .sub = train_fields, .nsub = NFIELDS(train_fields)},
+    CU_("co", fmq_msg_delta, DG_(cohort), O_ABSENT, cu_co),
+    CU_("uq", fmq_msg_delta, DG_(uq), O_REQ, cu_uq),
+    CU_("uqc", fmq_msg_delta, DG_(classes), O_ABSENT, cu_uqc,
+        .off2 = offsetof(fmq_msg_delta, g.nclasses)),
+    ID_("st", fmq_msg_delta, DG_(strategy), O_ABSENT),
+    BOOL_("as", fmq_msg_delta, DG_(async), O_DEFAULT),
+    {.key = "ms", .kind = K_U32, .opt = O_DEFAULT,
+     FLD(fmq_msg_delta, DG_(max_staleness)), .max = UINT32_MAX},
+    BOOL_("gd", fmq_msg_delta, DG_(deltas), O_DEFAULT),
+};
+#undef DG_
 
 static const codec__field update_fields[] = {
     ID_("fl", fmq_msg_update, fleet, O_REQ),
@@ -1866,6 +1929,21 @@ void fmq_msg_agg_init(fmq_msg_agg *m)
     m->round = m->version = m->ts_ms = FMQ_ABSENT;
 }
 
+void fmq_msg_delta_init(fmq_msg_delta *m)
+{
+    memset(m, 0, sizeof *m);
+    fmq_msg_global_init(&m->g);
+}
+
+void fmq_msg_delta_fini(fmq_msg_delta *m)
+{
+    if (!m)
+        return;
+    fmq_msg_global_fini(&m->g);
+    fmq_qtensor_fini(&m->delta);
+    fmq_msg_delta_init(m);
+}
+
 void fmq_msg_global_fini(fmq_msg_global *m)
 {
     if (!m)
@@ -1901,6 +1979,7 @@ static const codec__msgdef def_metrics = MSGDEF(FMQ_MSG_METRICS, metrics_fields)
 static const codec__msgdef def_agg = MSGDEF(FMQ_MSG_AGG, agg_fields);
 static const codec__msgdef def_signed = MSGDEF(FMQ_MSG_SIGNED, signed_fields);
 static const codec__msgdef def_sealed = MSGDEF(FMQ_MSG_SEALED, sealed_fields);
+static const codec__msgdef def_delta = MSGDEF(FMQ_MSG_DELTA, delta_fields);
 
 /* *out has been initialised by the caller; on error the caller resets it. */
 static fmq_err codec__decode(const codec__msgdef *md, const uint8_t *buf,
@@ -2043,6 +2122,24 @@ fmq_err fmq_codec_decode_sealed(const uint8_t *buf, size_t len,
     if (e)
         memset(out, 0, sizeof *out);
     return e;
+}
+
+fmq_err fmq_codec_decode_delta(const uint8_t *buf, size_t len,
+                               const fmq_codec_limits *lim,
+                               fmq_msg_delta *out, fmq_codec_detail *detail)
+{
+    if (!out)
+        return FMQ_ERR_INVAL;
+    fmq_msg_delta_init(out);
+    fmq_err e = codec__decode(&def_delta, buf, len, lim, out, detail);
+    if (e)
+        fmq_msg_delta_fini(out);
+    return e;
+}
+
+fmq_err fmq_codec_encode_delta(const fmq_msg_delta *m, fmq_buf *out)
+{
+    return codec__encode(&def_delta, m, out);
 }
 
 fmq_err fmq_codec_encode_global(const fmq_msg_global *m, fmq_buf *out)

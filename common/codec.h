@@ -58,6 +58,8 @@ typedef enum {
     FMQ_MSG_AGG,     /* "agg"     — the aggregator's status (and will) */
     FMQ_MSG_SIGNED,  /* "signed"  — envelope: body + ECDSA signature */
     FMQ_MSG_SEALED,  /* "sealed"  — envelope: ECDH + AES-GCM ciphertext */
+    FMQ_MSG_DELTA,   /* "delta"   — a new global as a quantized delta from
+                        the version before it (instructions, no weights) */
     FMQ_MSG__COUNT
 } fmq_msg_type;
 
@@ -145,7 +147,24 @@ typedef struct fmq_msg_global {
     bool async;                  /* "as" optional: buffered asynchronous
                                     (FedBuff) — any device, any time */
     uint32_t max_staleness;      /* "ms" optional, rounds, default 0 */
+    bool deltas;                 /* "gd" optional: each new version also
+                                    goes out as a "delta" on
+                                    fedmq/<fleet>/model/delta; default
+                                    false */
 } fmq_msg_global;
+
+/* "delta": published QoS 1, not retained, on fedmq/<fleet>/model/delta
+ * (SPEC §6.6): the model of version g.version as a quantized delta from
+ * version `base`, with the round's instructions. A device that holds
+ * version `base` sets w[i] = w[i] + dequant(delta)[i] (float32 addition)
+ * and then has, bit for bit, the aggregator's weights of g.version; a
+ * device holding another version fetches the retained global. */
+typedef struct fmq_msg_delta {
+    fmq_msg_global g;  /* every key of a global but "w" (g.weights stays
+                          empty: zeroed, never decoded or encoded) */
+    uint64_t base;     /* "bv" required, 1 <= bv < mv */
+    fmq_qtensor delta; /* "d"  required, any scheme: new - base weights */
+} fmq_msg_delta;
 
 /* "update": published QoS 1 on fedmq/<fleet>/update/<device>. */
 typedef struct fmq_msg_update {
@@ -266,11 +285,13 @@ void fmq_msg_update_init(fmq_msg_update *m);
 void fmq_msg_status_init(fmq_msg_status *m);
 void fmq_msg_metrics_init(fmq_msg_metrics *m);
 void fmq_msg_agg_init(fmq_msg_agg *m);
+void fmq_msg_delta_init(fmq_msg_delta *m);
 
 /* Free what decode allocated (lists; not tensors, which are views, unless
  * the caller made them owning). Safe on an initialised struct. */
 void fmq_msg_global_fini(fmq_msg_global *m);
 void fmq_msg_metrics_fini(fmq_msg_metrics *m);
+void fmq_msg_delta_fini(fmq_msg_delta *m); /* also frees an owning delta */
 
 /* Decoders. lim may be NULL (defaults); detail may be NULL. */
 FMQ_NODISCARD fmq_err fmq_codec_decode_global(const uint8_t *buf, size_t len,
@@ -301,6 +322,10 @@ FMQ_NODISCARD fmq_err fmq_codec_decode_sealed(const uint8_t *buf, size_t len,
                                               const fmq_codec_limits *lim,
                                               fmq_msg_sealed *out,
                                               fmq_codec_detail *detail);
+FMQ_NODISCARD fmq_err fmq_codec_decode_delta(const uint8_t *buf, size_t len,
+                                             const fmq_codec_limits *lim,
+                                             fmq_msg_delta *out,
+                                             fmq_codec_detail *detail);
 
 /* Encoders: append the message to out. They check what they write (ids,
  * ranges, tensor shape) and return the same errors a decoder would, so
@@ -319,6 +344,8 @@ FMQ_NODISCARD fmq_err fmq_codec_encode_signed(const fmq_msg_signed *m,
                                               fmq_buf *out);
 FMQ_NODISCARD fmq_err fmq_codec_encode_sealed(const fmq_msg_sealed *m,
                                               fmq_buf *out);
+FMQ_NODISCARD fmq_err fmq_codec_encode_delta(const fmq_msg_delta *m,
+                                             fmq_buf *out);
 
 /* true when s is a valid identifier (1..64 of [A-Za-z0-9._-]). */
 bool fmq_id_valid(const char *s);

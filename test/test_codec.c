@@ -221,6 +221,7 @@ typedef union anymsg {
     fmq_msg_agg a;
     fmq_msg_signed sg;
     fmq_msg_sealed se;
+    fmq_msg_delta dt;
 } anymsg;
 
 static fmq_err decode_any(fmq_msg_type t, const uint8_t *buf, size_t len,
@@ -235,6 +236,7 @@ static fmq_err decode_any(fmq_msg_type t, const uint8_t *buf, size_t len,
     case FMQ_MSG_AGG: return fmq_codec_decode_agg(buf, len, lim, &out->a, d);
     case FMQ_MSG_SIGNED: return fmq_codec_decode_signed(buf, len, lim, &out->sg, d);
     case FMQ_MSG_SEALED: return fmq_codec_decode_sealed(buf, len, lim, &out->se, d);
+    case FMQ_MSG_DELTA: return fmq_codec_decode_delta(buf, len, lim, &out->dt, d);
     default: fail_msg("no decoder for type %d", (int)t);
     }
     return FMQ_ERR_INVAL;
@@ -250,6 +252,7 @@ static fmq_err encode_any(fmq_msg_type t, const anymsg *m, fmq_buf *out)
     case FMQ_MSG_AGG: return fmq_codec_encode_agg(&m->a, out);
     case FMQ_MSG_SIGNED: return fmq_codec_encode_signed(&m->sg, out);
     case FMQ_MSG_SEALED: return fmq_codec_encode_sealed(&m->se, out);
+    case FMQ_MSG_DELTA: return fmq_codec_encode_delta(&m->dt, out);
     default: fail_msg("no encoder for type %d", (int)t);
     }
     return FMQ_ERR_INVAL;
@@ -264,6 +267,8 @@ static void fini_any(fmq_msg_type t, anymsg *m)
         fmq_msg_metrics_fini(&m->m);
     else if (t == FMQ_MSG_UPDATE)
         fmq_qtensor_fini(&m->u.delta);
+    else if (t == FMQ_MSG_DELTA)
+        fmq_msg_delta_fini(&m->dt);
 }
 
 static bool same_f(double a, double b)
@@ -338,6 +343,21 @@ static void assert_global_equal(const fmq_msg_global *a, const fmq_msg_global *b
     assert_string_equal(a->strategy, b->strategy);
     assert_int_equal(a->async, b->async);
     assert_int_equal(a->max_staleness, b->max_staleness);
+    assert_int_equal(a->deltas, b->deltas);
+}
+
+/* The instructions of two deltas (a global without weights) and their
+ * base and tensor. */
+static void assert_delta_equal(const fmq_msg_delta *a, const fmq_msg_delta *b)
+{
+    assert_int_equal(a->base, b->base);
+    assert_tensor_equal(&a->delta, &b->delta);
+    assert_int_equal(a->g.weights.n, 0);
+    assert_int_equal(b->g.weights.n, 0);
+    fmq_msg_global ga = a->g, gb = b->g;
+    ga.weights = a->delta; /* compared above; the rest as globals */
+    gb.weights = b->delta;
+    assert_global_equal(&ga, &gb);
 }
 
 static void assert_update_equal(const fmq_msg_update *a, const fmq_msg_update *b)
@@ -438,6 +458,7 @@ static void assert_any_equal(fmq_msg_type t, const anymsg *a, const anymsg *b)
     case FMQ_MSG_AGG: assert_agg_equal(&a->a, &b->a); break;
     case FMQ_MSG_SIGNED: assert_signed_equal(&a->sg, &b->sg); break;
     case FMQ_MSG_SEALED: assert_sealed_equal(&a->se, &b->se); break;
+    case FMQ_MSG_DELTA: assert_delta_equal(&a->dt, &b->dt); break;
     default: fail();
     }
 }
@@ -520,6 +541,19 @@ static void global_make(fmq_msg_global *m, fmq_scheme ws, fmq_scheme us,
     strcpy(m->strategy, "fedavgm");
     m->async = true;
     m->max_staleness = 3;
+}
+
+/* A delta: global_make's instructions (full or minimal), version 12 from
+ * base 11, the tensor in ds. */
+static void delta_make(fmq_msg_delta *m, fmq_scheme ds, uint32_t block,
+                       uint32_t n, int cohort, bool full)
+{
+    fmq_msg_delta_init(m);
+    global_make(&m->g, FMQ_Q_F32, FMQ_Q_Q8, cohort, full);
+    fmq_qtensor_fini(&m->g.weights);
+    m->g.deltas = full;
+    m->base = 11;
+    tensor_make(&m->delta, ds, block, n, 99, false);
 }
 
 static void update_make(fmq_msg_update *m, fmq_scheme s, uint32_t block,
@@ -666,6 +700,9 @@ enum {
     FX_AGG_WILL,
     FX_SIGNED,
     FX_SEALED,
+    FX_DELTA_Q8_FRACTION,
+    FX_DELTA_Q4_IDS,
+    FX_DELTA_F16_MINIMAL,
     FX__COUNT
 };
 
@@ -753,6 +790,21 @@ static void fixture_make(fixture *f, int which)
         f->name = "sealed";
         f->type = FMQ_MSG_SEALED;
         sealed_make(&f->m.se);
+        break;
+    case FX_DELTA_Q8_FRACTION:
+        f->name = "delta q8 fraction";
+        f->type = FMQ_MSG_DELTA;
+        delta_make(&f->m.dt, FMQ_Q_Q8, 64, 300, CO_FRACTION, true);
+        break;
+    case FX_DELTA_Q4_IDS:
+        f->name = "delta q4 ids";
+        f->type = FMQ_MSG_DELTA;
+        delta_make(&f->m.dt, FMQ_Q_Q4, 32, 201, CO_IDS, true);
+        break;
+    case FX_DELTA_F16_MINIMAL:
+        f->name = "delta f16 minimal";
+        f->type = FMQ_MSG_DELTA;
+        delta_make(&f->m.dt, FMQ_Q_F16, 0, 77, CO_ALL, false);
         break;
     default: fail();
     }
@@ -1026,6 +1078,27 @@ static const keyrule rules_global[] = {
     {"uqc.*.b", TY_UINT, REQ}, {"uqc.*.sr", TY_BOOL, OPT},
     {"uqc.*.ef", TY_BOOL, OPT},
     {"st", TY_STR, OPT}, {"as", TY_BOOL, OPT}, {"ms", TY_UINT, OPT},
+    {"gd", TY_BOOL, OPT},
+};
+static const keyrule rules_delta[] = {
+    {"fl", TY_STR, REQ}, {"r", TY_UINT, REQ}, {"mv", TY_UINT, REQ},
+    {"bv", TY_UINT, REQ},
+    {"dl", TY_UINT, REQ}, {"ts", TY_UINT, OPT}, {"m", TY_STR, REQ},
+    {"d", TY_MAP, REQ}, {"d.s", TY_STR, REQ}, {"d.n", TY_UINT, REQ},
+    {"d.b", TY_UINT, REQ}, {"d.c", TY_BIN, REQ}, {"d.sc", TY_BIN, REQ},
+    {"tc", TY_MAP, REQ}, {"tc.ep", TY_UINT, REQ}, {"tc.bs", TY_UINT, REQ},
+    {"tc.lr", T_NUM, REQ}, {"tc.mo", T_NUM, OPT}, {"tc.wd", T_NUM, OPT},
+    {"tc.mu", T_NUM, OPT},
+    {"co", TY_MAP, OPT}, {"co.f", T_NUM, FMQ_ERR_BAD_VALUE},
+    {"co.s", TY_UINT, REQ}, {"co.ids", TY_ARR, FMQ_ERR_BAD_VALUE},
+    {"co.ids[*]", TY_STR, OPT},
+    {"uq", TY_MAP, REQ}, {"uq.s", TY_STR, REQ}, {"uq.b", TY_UINT, REQ},
+    {"uq.sr", TY_BOOL, OPT}, {"uq.ef", TY_BOOL, OPT},
+    {"uqc", TY_MAP, OPT}, {"uqc.*", TY_MAP, OPT}, {"uqc.*.s", TY_STR, REQ},
+    {"uqc.*.b", TY_UINT, REQ}, {"uqc.*.sr", TY_BOOL, OPT},
+    {"uqc.*.ef", TY_BOOL, OPT},
+    {"st", TY_STR, OPT}, {"as", TY_BOOL, OPT}, {"ms", TY_UINT, OPT},
+    {"gd", TY_BOOL, OPT},
 };
 static const keyrule rules_update[] = {
     {"fl", TY_STR, REQ}, {"dev", TY_STR, REQ}, {"r", TY_UINT, REQ},
@@ -1093,6 +1166,7 @@ static const keyrule *rule_for(fmq_msg_type t, const char *path)
     case FMQ_MSG_AGG: TAB(rules_agg); break;
     case FMQ_MSG_SIGNED: TAB(rules_signed); break;
     case FMQ_MSG_SEALED: TAB(rules_sealed); break;
+    case FMQ_MSG_DELTA: TAB(rules_delta); break;
     default: fail();
     }
 #undef TAB
@@ -1350,6 +1424,63 @@ static void update_round_trips_with_every_scheme_and_shape(void **state)
                 round_trip(FMQ_MSG_UPDATE, &m, what);
                 fmq_qtensor_fini(&m.u.delta);
             }
+}
+
+static void delta_round_trips_with_every_scheme_and_bv_is_below_mv(void **state)
+{
+    (void)state;
+    for (int s = 0; s < FMQ_Q__COUNT; s++)
+        for (int co = CO_ALL; co <= CO_IDS; co++)
+            for (int full = 0; full < 2; full++) {
+                anymsg m;
+                char what[96];
+                delta_make(&m.dt, (fmq_scheme)s, 64, 257, co, full);
+                snprintf(what, sizeof what, "delta d=%s co=%d full=%d",
+                         fmq_scheme_name((fmq_scheme)s), co, full);
+                round_trip(FMQ_MSG_DELTA, &m, what);
+                fmq_msg_delta_fini(&m.dt);
+            }
+    /* bv: 1 <= bv < mv, on the wire and in the encoder */
+    fixture f;
+    fixture_make(&f, FX_DELTA_Q8_FRACTION); /* mv 12, bv 11 */
+    /* (which key the detail names: mv's own range is [2, ...]; an mv
+     * that is not above bv is bv's fault, found at bv) */
+    const struct { const char *path; uint64_t v; fmq_err want;
+                   const char *named; } cases[] = {
+        {"bv", 0, FMQ_ERR_BAD_VALUE, "bv"},  {"bv", 12, FMQ_ERR_BAD_VALUE, "bv"},
+        {"bv", 13, FMQ_ERR_BAD_VALUE, "bv"}, {"bv", 1, FMQ_OK, ""},
+        {"mv", 11, FMQ_ERR_BAD_VALUE, "bv"}, {"mv", 1, FMQ_ERR_BAD_VALUE, "mv"},
+        {"mv", UINT64_MAX - 1, FMQ_OK, ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        mut m = {.op = M_REPLACE, .path = cases[i].path,
+                 .val = o_uint(cases[i].v)};
+        fmq_codec_detail d;
+        expect_mutated(&f, &m, NULL, cases[i].want, &d);
+        if (cases[i].want && strncmp(d.what, cases[i].named, 2) != 0)
+            fail_msg("%s = %llu: detail \"%s\"", cases[i].path,
+                     (unsigned long long)cases[i].v, d.what);
+    }
+    fmq_buf b;
+    fmq_buf_init(&b);
+    anymsg m;
+    delta_make(&m.dt, FMQ_Q_Q8, 64, 100, CO_ALL, false);
+    m.dt.base = m.dt.g.version;
+    assert_int_equal(fmq_codec_encode_delta(&m.dt, &b), FMQ_ERR_BAD_VALUE);
+    m.dt.base = 0;
+    assert_int_equal(fmq_codec_encode_delta(&m.dt, &b), FMQ_ERR_BAD_VALUE);
+    assert_int_equal(b.len, 0);
+    fmq_msg_delta_fini(&m.dt);
+    /* a delta is not a global, nor a global a delta */
+    fixture g;
+    fixture_make(&g, FX_GLOBAL_MINIMAL);
+    expect_decode(FMQ_MSG_DELTA, g.enc.data, g.enc.len, NULL,
+                  FMQ_ERR_WRONG_MSG, "global as delta", NULL);
+    expect_decode(FMQ_MSG_GLOBAL, f.enc.data, f.enc.len, NULL,
+                  FMQ_ERR_WRONG_MSG, "delta as global", NULL);
+    fmq_buf_fini(&b);
+    fixture_fini(&g);
+    fixture_fini(&f);
 }
 
 static void status_metrics_agg_and_envelopes_round_trip(void **state)
@@ -2065,6 +2196,7 @@ static void fx_limits(fixture *f)
     lim = fmq_codec_limits_default();
     const fmq_qtensor *q = f->type == FMQ_MSG_GLOBAL   ? &f->m.g.weights
                            : f->type == FMQ_MSG_UPDATE ? &f->m.u.delta
+                           : f->type == FMQ_MSG_DELTA  ? &f->m.dt.delta
                                                        : NULL;
     if (q) {
         lim.max_n = q->n;
@@ -2074,18 +2206,21 @@ static void fx_limits(fixture *f)
         expect_decode(f->type, f->enc.data, f->enc.len, &lim,
                       FMQ_ERR_TOO_LARGE, f->name, NULL);
     }
-    if (f->type == FMQ_MSG_GLOBAL && f->m.g.cohort.nids) {
+    const fmq_msg_global *g = f->type == FMQ_MSG_GLOBAL  ? &f->m.g
+                              : f->type == FMQ_MSG_DELTA ? &f->m.dt.g
+                                                         : NULL;
+    if (g && g->cohort.nids) {
         lim = fmq_codec_limits_default();
-        lim.max_ids = f->m.g.cohort.nids;
+        lim.max_ids = g->cohort.nids;
         expect_decode(f->type, f->enc.data, f->enc.len, &lim, FMQ_OK,
                       f->name, NULL);
         lim.max_ids--;
         expect_decode(f->type, f->enc.data, f->enc.len, &lim,
                       FMQ_ERR_TOO_LARGE, f->name, NULL);
     }
-    if (f->type == FMQ_MSG_GLOBAL && f->m.g.nclasses) {
+    if (g && g->nclasses) {
         lim = fmq_codec_limits_default();
-        lim.max_classes = f->m.g.nclasses;
+        lim.max_classes = g->nclasses;
         expect_decode(f->type, f->enc.data, f->enc.len, &lim, FMQ_OK,
                       f->name, NULL);
         lim.max_classes--;
@@ -2867,6 +3002,7 @@ int main(void)
         cmocka_unit_test(limits_default_to_the_spec_values),
         cmocka_unit_test(global_round_trips_with_every_scheme),
         cmocka_unit_test(update_round_trips_with_every_scheme_and_shape),
+        cmocka_unit_test(delta_round_trips_with_every_scheme_and_bv_is_below_mv),
         cmocka_unit_test(status_metrics_agg_and_envelopes_round_trip),
         cmocka_unit_test(the_inner_message_of_an_envelope_decodes),
         cmocka_unit_test(every_truncation_of_every_message_is_truncated),
