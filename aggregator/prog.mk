@@ -19,6 +19,14 @@ $(BUILD)/obj/test/test_agg.o: CPPFLAGS_ALL += -Iaggregator
 $(BUILD)/test/test_strategy: $(AGG_OBJS)
 $(BUILD)/obj/test/test_strategy.o: CPPFLAGS_ALL += -Iaggregator
 
+# test/strategy_vectors.h holds what the numpy reference (test/
+# strategy_ref.py) computes for every strategy; test_strategy compares
+# against it and re-runs the script to check the file is current.
+# `make strategy-vectors` rewrites it (deterministically).
+strategy-vectors: | $(DEPS_STAMP)
+	$(PYTHON) test/strategy_ref.py --out test/strategy_vectors.h
+.PHONY: strategy-vectors
+
 #   fedmq-aggregator   rounds over MQTT (agg.c + common/mqtt.c)
 PROGS += $(BUILD)/bin/fedmq-aggregator
 $(BUILD)/bin/fedmq-aggregator: $(BUILD)/obj/aggregator/fedmq_aggregator.o $(AGG_OBJS) $(LIB)

@@ -338,14 +338,25 @@ fmq_err fmq_strategy_new(const fmq_strategy_cfg *cfg, fmq_strategy **out)
         fmq_log_err("strategy '%s' is unknown (known: %s)", name, known);
         return FMQ_ERR_CONFIG;
     }
-    if (!ops_ok(ops))
+    fmq_strategy_cfg c = *cfg;
+    c.spec = spec;
+    return fmq_strategy_new_with(ops, &c, args, out);
+}
+
+fmq_err fmq_strategy_new_with(const fmq_strategy_ops *ops,
+                              const fmq_strategy_cfg *cfg, const char *args,
+                              fmq_strategy **out)
+{
+    *out = NULL;
+    if (!ops || !ops_ok(ops))
         return FMQ_ERR_CONFIG;
+    const char *spec = cfg->spec && cfg->spec[0] ? cfg->spec : ops->name;
     if (!(cfg->norm_bound >= 0) || !isfinite(cfg->norm_bound) ||
         !(cfg->norm_median == 0 || cfg->norm_median >= 1) ||
         !isfinite(cfg->norm_median) || cfg->P == 0) {
         fmq_log_err("strategy %s: the norm bound must be >= 0 and its "
                     "median multiple 0 (off) or >= 1 (bound %g, multiple %g)",
-                    name, cfg->norm_bound, cfg->norm_median);
+                    ops->name, cfg->norm_bound, cfg->norm_median);
         return FMQ_ERR_CONFIG;
     }
     fmq_strategy *s = fmq_calloc(1, sizeof *s);

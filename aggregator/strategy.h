@@ -179,6 +179,14 @@ typedef struct fmq_strategy fmq_strategy;
  * parameters or a bad norm setting; FMQ_ERR_NOMEM. *out NULL on error. */
 FMQ_NODISCARD fmq_err fmq_strategy_new(const fmq_strategy_cfg *cfg,
                                        fmq_strategy **out);
+/* The same for ops that are not in the table (a product's own strategy,
+ * or a test's), with args as the text after ':' (NULL: none); cfg->spec
+ * is only what fmq_strategy_spec reports (NULL: the ops' name). The ops
+ * table is borrowed and must outlive the strategy. */
+FMQ_NODISCARD fmq_err fmq_strategy_new_with(const fmq_strategy_ops *ops,
+                                            const fmq_strategy_cfg *cfg,
+                                            const char *args,
+                                            fmq_strategy **out);
 void fmq_strategy_destroy(fmq_strategy **sp);
 
 const fmq_strategy_ops *fmq_strategy_ops_of(const fmq_strategy *s);

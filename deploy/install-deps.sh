@@ -54,7 +54,7 @@ BASE="
   libmbedtls-dev libmsgpack-dev libcmocka-dev zlib1g-dev libopenblas-dev
   dataset-fashion-mnist
   openssl ca-certificates procps
-  python3 python3-msgpack python3-cryptography
+  python3 python3-msgpack python3-cryptography python3-numpy
   libjwt-dev help2man
   chromium
 "
@@ -64,7 +64,8 @@ command -v node >/dev/null 2>&1 || NODE="nodejs"
 command -v npm >/dev/null 2>&1 || NODE="$NODE npm"
 # libFuzzer targets (`make fuzz`).
 FUZZ="clang libclang-rt-14-dev"
-# Benchmarks and their yardsticks (`make bench`).
+# Benchmarks and their yardsticks (`make bench`). python3-numpy is in BASE
+# too: test_strategy re-checks its stored vectors with test/strategy_ref.py.
 BENCH="python3-numpy python3-torch gnuplot-nox"
 
 groups=${*:-base}
