@@ -44,7 +44,8 @@ import msgpack
 
 # ---------------------------------------------------------------- SPEC data
 
-TYPES = ["global", "update", "status", "metrics", "agg", "signed", "sealed"]
+TYPES = ["global", "update", "status", "metrics", "agg", "signed", "sealed",
+         "delta"]
 SCHEMES = {"f32": 32, "f16": 16, "q8": 8, "q4": 4, "q1": 1}
 SCALED = ("q8", "q4", "q1")
 # The reasons of SPEC §10 that a decoder (as opposed to a validator that
@@ -474,6 +475,18 @@ def v_name(x, p):
 REQ, OPT = "req", "opt"
 NODEF = object()
 
+
+def v_base(x, p, ctx):
+    """§6.6 bv: a uint with 1 <= bv < mv (mv comes before it)."""
+    bv = v_uint()(x, p)
+    mv = ctx["seen"].get("mv")
+    if bv < 1 or mv is None or bv >= mv:
+        raise Refuse("bad_value", "%s = %d, mv = %s" % (p, bv, mv))
+    return bv
+
+
+v_base.ctx = True
+
 # (key, required?, validator, default): an optional field equal to its
 # default is what a decoder cannot tell from absent, so the view leaves it
 # out, as fedmq's encoder does. Durations (tts, cpu), norms and standard
@@ -495,7 +508,18 @@ MESSAGES = {
         ("tc", REQ, v_map(TC), NODEF), ("co", OPT, v_cohort, NODEF),
         ("uq", REQ, v_uq, NODEF), ("uqc", OPT, v_uqc, NODEF),
         ("st", OPT, v_id, NODEF), ("as", OPT, v_bool, False),
-        ("ms", OPT, v_uint(0, 2**32 - 1), 0),
+        ("ms", OPT, v_uint(0, 2**32 - 1), 0), ("gd", OPT, v_bool, False),
+    ],
+    "delta": [
+        ("fl", REQ, v_id, NODEF), ("r", REQ, v_uint(1), NODEF),
+        ("mv", REQ, v_uint(2), NODEF), ("bv", REQ, v_base, NODEF),
+        ("dl", REQ, v_uint(), NODEF), ("ts", OPT, v_uint(), NODEF),
+        ("m", REQ, lambda x, p: v_id(x, p, spec=True), NODEF),
+        ("d", REQ, v_tensor(weights=False), NODEF),
+        ("tc", REQ, v_map(TC), NODEF), ("co", OPT, v_cohort, NODEF),
+        ("uq", REQ, v_uq, NODEF), ("uqc", OPT, v_uqc, NODEF),
+        ("st", OPT, v_id, NODEF), ("as", OPT, v_bool, False),
+        ("ms", OPT, v_uint(0, 2**32 - 1), 0), ("gd", OPT, v_bool, False),
     ],
     "update": [
         ("fl", REQ, v_id, NODEF), ("dev", REQ, v_id, NODEF),
@@ -555,10 +579,11 @@ for _t, _fields in MESSAGES.items():
     for _k, _, _v, _ in _fields:
         if hasattr(_v, "width"):
             FLOAT_WIDTH[(_t, _k)] = _v.width
-for _k, _, _v, _ in TC:
-    if hasattr(_v, "width"):
-        FLOAT_WIDTH[("global", "tc", _k)] = _v.width
-FLOAT_WIDTH[("global", "co", "f")] = 64
+for _t in ("global", "delta"):
+    for _k, _, _v, _ in TC:
+        if hasattr(_v, "width"):
+            FLOAT_WIDTH[(_t, "tc", _k)] = _v.width
+    FLOAT_WIDTH[(_t, "co", "f")] = 64
 
 
 def fields_view(fields, m, path, ctx):
@@ -573,6 +598,8 @@ def fields_view(fields, m, path, ctx):
                 raise Refuse("missing_key", p)
             continue
         v = check(x, p, ctx) if getattr(check, "ctx", False) else check(x, p)
+        if ctx is not None:
+            ctx.setdefault("seen", {})[p] = v
         if default is NODEF or v != default:
             view[key] = v
     return view
@@ -599,7 +626,7 @@ def decode(b):
         raise Refuse("wrong_type", "t: expected str")
     if t not in MESSAGES:
         raise Refuse("wrong_msg", "t = %r" % t)
-    ctx = {"tensors": {}}
+    ctx = {"tensors": {}, "seen": {}}
     view = {"v": 1, "t": t}
     view.update(fields_view(MESSAGES[t], tree, "", ctx))
     return t, view, ctx["tensors"], tree

@@ -242,6 +242,7 @@ static void same_global(const fmq_msg_global *a, const fmq_msg_global *b)
     }
     CHECK(strcmp(a->strategy, b->strategy) == 0);
     CHECK(a->async == b->async && a->max_staleness == b->max_staleness);
+    CHECK(a->deltas == b->deltas);
 }
 
 static void one(const uint8_t *data, size_t size)

@@ -414,11 +414,13 @@ static void good_global(void)
         strcpy(m.strategy, "fedavg");
         m.async = true;
         m.max_staleness = 2;
+        m.deltas = true;
         check(fmq_codec_encode_global(&m, &out), "encode global_f32_full");
         tens t = {"w", &m.weights, x, false};
         emit_good("global_f32_full",
                   "global with every optional key: f32 weights (n=12), "
-                  "fractional cohort, per-class schemes, asynchronous",
+                  "fractional cohort, per-class schemes, asynchronous, "
+                  "deltas published on model/delta (gd)",
                   &out, &t, 1, true);
         m.classes = NULL;
         m.nclasses = 0;
@@ -477,6 +479,92 @@ static void good_global(void)
         m.cohort.ids = NULL;
         m.cohort.nids = 0;
         fmq_qtensor_fini(&m.weights);
+        fmq_buf_reset(&out);
+    }
+    fmq_buf_fini(&out);
+}
+
+/* ------------------------------------------------------- good: delta */
+
+static void good_delta(void)
+{
+    fmq_buf out;
+    fmq_buf_init(&out);
+
+    /* Every optional key; q8 delta with a partial last block. */
+    {
+        float x[21];
+        gen_values(501, 100000.0f, x, 21);
+        fmq_msg_delta m;
+        fmq_msg_delta_init(&m);
+        global_base(&m.g);
+        m.g.round = 5;
+        m.g.version = 5;
+        m.base = 4;
+        m.g.deadline_ms = TS + 60000;
+        m.g.ts_ms = TS;
+        m.g.train.momentum = 0.875f;
+        m.g.cohort.kind = FMQ_COHORT_FRACTION;
+        m.g.cohort.fraction = 0.5;
+        m.g.cohort.seed = 7;
+        fmq_uq_class cls[2] = {
+            {"cell", {FMQ_Q_Q4, 256, false, true}},
+            {"hub", {FMQ_Q_Q8, 256, false, true}},
+        };
+        m.g.classes = cls;
+        m.g.nclasses = 2;
+        strcpy(m.g.strategy, "fedavg");
+        m.g.deltas = true;
+        quantize(&m.delta, FMQ_Q_Q8, 8, false, 0, x, 21);
+        check(fmq_codec_encode_delta(&m, &out), "encode delta_q8_full");
+        tens t = {"d", &m.delta, x, false};
+        emit_good("delta_q8_full",
+                  "delta from version 4 to 5 with every optional key: q8 "
+                  "delta (n=21, blocks of 8, the last one partial), "
+                  "fractional cohort, per-class schemes cell:q4 and hub:q8, "
+                  "gd; a device holding version 4 adds the tensor to its "
+                  "weights (float32)",
+                  &out, &t, 1, true);
+        m.g.classes = NULL;
+        m.g.nclasses = 0;
+        fmq_msg_delta_fini(&m);
+        fmq_buf_reset(&out);
+    }
+
+    /* Required keys only; q4 delta. */
+    {
+        float x[9];
+        gen_values(502, 20000.0f, x, 9);
+        fmq_msg_delta m;
+        fmq_msg_delta_init(&m);
+        global_base(&m.g);
+        m.g.round = 2;
+        m.g.version = 9;
+        m.base = 8;
+        quantize(&m.delta, FMQ_Q_Q4, 4, false, 0, x, 9);
+        check(fmq_codec_encode_delta(&m, &out), "encode delta_q4");
+        tens t = {"d", &m.delta, x, false};
+        emit_good("delta_q4",
+                  "delta from version 8 to 9 with required keys only: q4 "
+                  "delta (n=9, blocks of 4)",
+                  &out, &t, 1, true);
+        fmq_msg_delta_fini(&m);
+        fmq_buf_reset(&out);
+    }
+
+    /* f16 delta, the scheme that needs no block. */
+    {
+        float x[5] = {0.001f, -0.0005f, 0.25f, 0.0f, -1.0e-6f};
+        fmq_msg_delta m;
+        fmq_msg_delta_init(&m);
+        global_base(&m.g);
+        m.base = 3;
+        quantize(&m.delta, FMQ_Q_F16, 0, false, 0, x, 5);
+        check(fmq_codec_encode_delta(&m, &out), "encode delta_f16");
+        tens t = {"d", &m.delta, x, false};
+        emit_good("delta_f16", "delta from version 3 to 4 as f16 (n=5)",
+                  &out, &t, 1, true);
+        fmq_msg_delta_fini(&m);
         fmq_buf_reset(&out);
     }
     fmq_buf_fini(&out);
@@ -1142,6 +1230,30 @@ static void base_global(mm *g, mm *w, mm *tc, mm *uq)
     mm_sub(g, "uq", uq);
 }
 
+static void base_delta(mm *g, mm *d, mm *tc, mm *uq)
+{
+    mm_tensor(d, &g_q8);
+    mm_init(tc);
+    mm_uint(tc, "ep", 1);
+    mm_uint(tc, "bs", 32);
+    mm_f32(tc, "lr", 0.05f);
+    mm_init(uq);
+    mm_str(uq, "s", "q8");
+    mm_uint(uq, "b", 256);
+    mm_init(g);
+    mm_uint(g, "v", 1);
+    mm_str(g, "t", "delta");
+    mm_str(g, "fl", FLEET);
+    mm_uint(g, "r", 4);
+    mm_uint(g, "mv", 4);
+    mm_uint(g, "bv", 3);
+    mm_uint(g, "dl", 0);
+    mm_str(g, "m", "mlp:16,8");
+    mm_sub(g, "d", d);
+    mm_sub(g, "tc", tc);
+    mm_sub(g, "uq", uq);
+}
+
 static void base_agg(mm *a)
 {
     mm_init(a);
@@ -1233,6 +1345,12 @@ static void expect_valid(const fmq_buf *b, const char *what)
         case FMQ_MSG_SIGNED: {
             fmq_msg_signed m;
             e = fmq_codec_decode_signed(b->data, b->len, NULL, &m, &det);
+            break;
+        }
+        case FMQ_MSG_DELTA: {
+            fmq_msg_delta m;
+            e = fmq_codec_decode_delta(b->data, b->len, NULL, &m, &det);
+            fmq_msg_delta_fini(&m);
             break;
         }
         case FMQ_MSG_SEALED: {
@@ -1717,6 +1835,47 @@ static void bad_fields(void)
     }
 #undef GLOBAL_CASE
 
+    /* delta */
+    mm dl, dd;
+    base_delta(&dl, &dd, &tc, &uq);
+    mm_pack(&dl, &b);
+    expect_valid(&b, "delta");
+    fmq_buf_reset(&b);
+    mm_fini(&dl);
+    mm_fini(&dd);
+    mm_fini(&tc);
+    mm_fini(&uq);
+
+#define DELTA_CASE(name, err, desc, ...)                                      \
+    do {                                                                      \
+        base_delta(&dl, &dd, &tc, &uq);                                       \
+        __VA_ARGS__;                                                          \
+        bad_mm(name, err, desc, &dl);                                         \
+        mm_fini(&dl);                                                         \
+        mm_fini(&dd);                                                         \
+        mm_fini(&tc);                                                         \
+        mm_fini(&uq);                                                         \
+    } while (0)
+
+    DELTA_CASE("bad_value_delta_base_not_below", FMQ_ERR_BAD_VALUE,
+               "delta whose base version bv equals mv (bv must be below mv)",
+               mm_uint(&dl, "bv", 4));
+    DELTA_CASE("bad_value_delta_base_zero", FMQ_ERR_BAD_VALUE,
+               "delta whose base version bv is 0 (versions start at 1)",
+               mm_uint(&dl, "bv", 0));
+    DELTA_CASE("missing_delta_base", FMQ_ERR_MISSING_KEY,
+               "delta without its base version \"bv\"", mm_del(&dl, "bv"));
+    DELTA_CASE("missing_delta_tensor", FMQ_ERR_MISSING_KEY,
+               "delta without its tensor \"d\" (a \"w\" instead is an "
+               "unknown key)", mm_del(&dl, "d"); mm_sub(&dl, "w", &dd));
+    DELTA_CASE("shape_delta_codes", FMQ_ERR_SHAPE,
+               "delta whose q8 codes are 9 bytes for n=10",
+               mm_bin(&dd, "c", "012345678", 9); mm_sub(&dl, "d", &dd));
+    DELTA_CASE("wrong_type_delta_gd", FMQ_ERR_WRONG_TYPE,
+               "delta whose gd is the integer 1, not a bool",
+               mm_uint(&dl, "gd", 1));
+#undef DELTA_CASE
+
     /* metrics, signed, sealed */
     {
         mm m;
@@ -1809,6 +1968,7 @@ int main(int argc, char **argv)
     quantize(&g_q8, FMQ_Q_Q8, 4, false, 0, x, 10);
 
     good_global();
+    good_delta();
     good_update();
     good_small();
     good_foreign();

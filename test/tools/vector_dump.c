@@ -215,17 +215,24 @@ static int put_tensors(const char *const *keys, const fmq_qtensor *const *qs,
 
 /* ------------------------------------------------------------ messages */
 
-static void dump_global(const fmq_msg_global *m)
+/* A global, or with d a delta (bv after mv, d where a global has w). */
+static void dump_global_or_delta(const fmq_msg_global *m,
+                                 const fmq_msg_delta *d)
 {
     obj o = {0};
-    head(&o, "global");
+    head(&o, d ? "delta" : "global");
     kv_str(&o, "fl", m->fleet);
     kv_u64(&o, "r", m->round);
     kv_u64(&o, "mv", m->version);
+    if (d)
+        kv_u64(&o, "bv", d->base);
     kv_u64(&o, "dl", m->deadline_ms);
     kv_opt_u64(&o, "ts", m->ts_ms);
     kv_str(&o, "m", m->model);
-    put_tensor(&o, "w", &m->weights);
+    if (d)
+        put_tensor(&o, "d", &d->delta);
+    else
+        put_tensor(&o, "w", &m->weights);
 
     obj tc = {0};
     key(&o, "tc");
@@ -277,7 +284,14 @@ static void dump_global(const fmq_msg_global *m)
         kv_bool(&o, "as", true);
     if (m->max_staleness)
         kv_u64(&o, "ms", m->max_staleness);
+    if (m->deltas)
+        kv_bool(&o, "gd", true);
     fputs("}", stdout);
+}
+
+static void dump_global(const fmq_msg_global *m)
+{
+    dump_global_or_delta(m, NULL);
 }
 
 static void dump_update(const fmq_msg_update *m)
@@ -440,6 +454,7 @@ int main(int argc, char **argv)
     fmq_msg_agg a;
     fmq_msg_signed sg;
     fmq_msg_sealed se;
+    fmq_msg_delta dt;
     switch (type) {
     case FMQ_MSG_GLOBAL: e = fmq_codec_decode_global(buf, len, NULL, &g, &det); break;
     case FMQ_MSG_UPDATE: e = fmq_codec_decode_update(buf, len, NULL, &u, &det); break;
@@ -448,6 +463,7 @@ int main(int argc, char **argv)
     case FMQ_MSG_AGG: e = fmq_codec_decode_agg(buf, len, NULL, &a, &det); break;
     case FMQ_MSG_SIGNED: e = fmq_codec_decode_signed(buf, len, NULL, &sg, &det); break;
     case FMQ_MSG_SEALED: e = fmq_codec_decode_sealed(buf, len, NULL, &se, &det); break;
+    case FMQ_MSG_DELTA: e = fmq_codec_decode_delta(buf, len, NULL, &dt, &det); break;
     default:
         fprintf(stderr, "vector_dump: peek returned type %d\n", (int)type);
         rc = 1;
@@ -474,6 +490,11 @@ int main(int argc, char **argv)
     case FMQ_MSG_AGG: dump_agg(&a); break;
     case FMQ_MSG_SIGNED: dump_signed(&sg); break;
     case FMQ_MSG_SEALED: dump_sealed(&se); break;
+    case FMQ_MSG_DELTA:
+        dump_global_or_delta(&dt.g, &dt);
+        keys[nq] = "d";
+        qs[nq++] = &dt.delta;
+        break;
     default: break;
     }
     fputs(", \"tensors\": ", stdout);
@@ -483,6 +504,8 @@ int main(int argc, char **argv)
         fmq_msg_global_fini(&g);
     if (type == FMQ_MSG_METRICS)
         fmq_msg_metrics_fini(&mt);
+    if (type == FMQ_MSG_DELTA)
+        fmq_msg_delta_fini(&dt);
 done:
     fmq_free(buf);
     if (fflush(stdout) != 0)
