@@ -9,7 +9,15 @@
  * the device of their topic and their round, sealed to this key; a
  * replay is a duplicate (also after a restart) or does not open; an
  * unsealed update is refused when sealing is required. The cases without
- * keys are the --no-sign --no-seal configuration.
+ * keys are the --no-sign --no-seal configuration. Strategies (strategy.h,
+ * test_strategy.c has their arithmetic): the default fedavg is the FedAvg
+ * of before bit for bit; FedBuff publishes a version every K updates with
+ * no deadline and rejects updates past max staleness; the norm bound clips
+ * or rejects, on arrival or (kept updates, the round's median) at close;
+ * a strategy that cannot aggregate keeps the model; the strategy's state
+ * survives a restart, a checkpoint of another strategy is refused, one of
+ * the format before strategies resumes as fedavg; the global and the
+ * metrics name the strategy.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,6 +32,8 @@
 #include <unistd.h>
 
 #include "agg.h"
+#include "blob.h"
+#include "fedavg.h"
 
 #define MODEL "logreg"
 #define P 7850 /* logreg on 1x28x28, 10 classes */
@@ -622,6 +632,460 @@ static void a_restart_resumes_and_counts_nothing_twice(void **state)
     fmq_log_set_level(FMQ_LOG_NOTICE);
 }
 
+/* ---------------------------------------------------------- strategies */
+
+/* An encoded update carrying the tensor q (borrowed). */
+static fmq_err send_q(fmq_agg *a, const char *dev, uint64_t round,
+                      uint64_t version, uint64_t n, const fmq_qtensor *q,
+                      fmq_agg_verdict *v)
+{
+    fmq_msg_update u;
+    fmq_msg_update_init(&u);
+    snprintf(u.fleet, sizeof u.fleet, "f1");
+    snprintf(u.device, sizeof u.device, "%s", dev);
+    u.round = round;
+    u.version = version;
+    u.samples = n;
+    u.loss = 0.5f;
+    u.delta = *q;
+    u.delta.owned = NULL;
+    fmq_buf b;
+    fmq_buf_init(&b);
+    assert_int_equal(fmq_codec_encode_update(&u, &b), FMQ_OK);
+    char topic[128];
+    snprintf(topic, sizeof topic, "fedmq/f1/update/%s", dev);
+    fmq_err e = fmq_agg_on_update(a, topic, b.data, b.len, 0, v);
+    fmq_buf_fini(&b);
+    return e;
+}
+
+static void random_q8(fmq_qtensor *q, uint64_t seed, double sd)
+{
+    fmq_rng r;
+    fmq_rng_seed(&r, seed);
+    float *x = malloc(P * sizeof *x);
+    for (int i = 0; i < P; i++)
+        x[i] = (float)(sd * fmq_rng_normal(&r));
+    fmq_quant_cfg qc = {FMQ_Q_Q8, 256, false};
+    assert_int_equal(fmq_quant_encode(&qc, x, P, NULL, q), FMQ_OK);
+    free(x);
+}
+
+static void the_fedavg_strategy_is_the_fedavg_of_before_bit_for_bit(void **s)
+{
+    (void)s;
+    fmq_agg_cfg c = base_cfg();
+    c.late = FMQ_AGG_LATE_FOLD;
+    c.max_staleness = 2;
+    c.cohort_size = 3;
+    fmq_agg *a;
+    assert_int_equal(fmq_agg_open(&c, &a), FMQ_OK);
+    fmq_qtensor q[5];
+    for (int k = 0; k < 5; k++)
+        random_q8(&q[k], 100 + k, 0.01 * (k + 1));
+    fmq_agg_verdict v;
+    fmq_agg_report r;
+    assert_int_equal(send_q(a, "d1", 1, 1, 17, &q[0], &v), FMQ_OK);
+    assert_int_equal(fmq_agg_close(a, NULL, 1, &r), FMQ_OK);
+    float *w = malloc(P * 4);
+    memcpy(w, fmq_agg_weights(a), P * 4);
+    /* round 2: three on time and one from round 1 */
+    static const uint64_t n[] = {0, 120, 7, 333, 50};
+    assert_int_equal(send_q(a, "d2", 2, 2, n[1], &q[1], &v), FMQ_OK);
+    assert_int_equal(send_q(a, "d3", 1, 1, n[4], &q[4], &v), FMQ_OK);
+    assert_int_equal(v, FMQ_AGG_FOLDED);
+    assert_int_equal(send_q(a, "d4", 2, 2, n[2], &q[2], &v), FMQ_OK);
+    assert_int_equal(send_q(a, "d5", 2, 2, n[3], &q[3], &v), FMQ_OK);
+    assert_true(fmq_agg_tick(a, 2));
+    assert_int_equal(fmq_agg_close(a, NULL, 2, &r), FMQ_OK);
+    assert_string_equal(r.strategy, "fedavg");
+    /* the arithmetic of before: common/fedavg.h, n / sqrt(1 + tau) */
+    fmq_fedavg fa;
+    assert_int_equal(fmq_fedavg_init(&fa, P), FMQ_OK);
+    assert_int_equal(fmq_fedavg_add(&fa, &q[1], 120.0), FMQ_OK);
+    assert_int_equal(fmq_fedavg_add(&fa, &q[4], 50.0 / sqrt(2.0)), FMQ_OK);
+    assert_int_equal(fmq_fedavg_add(&fa, &q[2], 7.0), FMQ_OK);
+    assert_int_equal(fmq_fedavg_add(&fa, &q[3], 333.0), FMQ_OK);
+    assert_int_equal(fmq_fedavg_apply(&fa, w), FMQ_OK);
+    assert_memory_equal(fmq_agg_weights(a), w, P * 4);
+    fmq_fedavg_fini(&fa);
+    for (int k = 0; k < 5; k++)
+        fmq_qtensor_fini(&q[k]);
+    free(w);
+    fmq_agg_destroy(&a);
+}
+
+static void fedbuff_makes_a_version_every_k_updates_without_rounds(void **s)
+{
+    (void)s;
+    fmq_log_set_level(FMQ_LOG_ERR - 1);
+    fmq_strategy_hparams hp = fmq_strategy_hparams_none();
+    hp.buffer_k = 3;
+    fmq_agg_cfg c = base_cfg();
+    c.strategy = "fedbuff";
+    c.hp = &hp;
+    c.max_staleness = 2;
+    fmq_agg *a;
+    assert_int_equal(fmq_agg_open(&c, &a), FMQ_OK);
+    fmq_buf g;
+    fmq_buf_init(&g);
+    assert_int_equal(fmq_agg_encode_global(a, 5000, &g), FMQ_OK);
+    fmq_msg_global gm;
+    assert_int_equal(fmq_codec_decode_global(g.data, g.len, NULL, &gm, NULL),
+                     FMQ_OK);
+    assert_true(gm.async);
+    assert_int_equal(gm.deadline_ms, 0);
+    assert_int_equal(gm.max_staleness, 2);
+    assert_string_equal(gm.strategy, "fedbuff");
+    fmq_msg_global_fini(&gm);
+    fmq_buf_fini(&g);
+    fmq_agg_verdict v;
+    fmq_agg_report r;
+    float *w = malloc(P * 4);
+    memcpy(w, fmq_agg_weights(a), P * 4);
+    assert_int_equal(send(a, "d1", 1, 1, 10, 0.03f, &v), FMQ_OK);
+    assert_int_equal(send(a, "d2", 1, 1, 90, 0.06f, &v), FMQ_OK);
+    /* no deadline, no quorum: only K closes a version */
+    assert_false(fmq_agg_tick(a, 1000000));
+    assert_int_equal(send(a, "d3", 1, 1, 10, 0.09f, &v), FMQ_OK);
+    assert_true(fmq_agg_tick(a, 1000001));
+    assert_int_equal(fmq_agg_close(a, NULL, 1000001, &r), FMQ_OK);
+    assert_int_equal(r.version, 2);
+    assert_int_equal(fmq_agg_round(a), 2);
+    assert_int_equal(r.cohort, 3);
+    for (int i = 0; i < P; i++) /* samples do not weigh */
+        assert_float_equal(fmq_agg_weights(a)[i], w[i] + 0.06, 1e-6);
+    memcpy(w, fmq_agg_weights(a), P * 4);
+    /* version 2: two trained from version 1 (tau = 1), one on time */
+    assert_int_equal(send(a, "d4", 1, 1, 10, 0.04f, &v), FMQ_OK);
+    assert_int_equal(v, FMQ_AGG_FOLDED);
+    assert_int_equal(send(a, "d5", 1, 1, 10, 0.04f, &v), FMQ_OK);
+    assert_int_equal(send(a, "d1", 2, 2, 10, 0.01f, &v), FMQ_OK);
+    assert_int_equal(v, FMQ_AGG_COUNTED);
+    assert_true(fmq_agg_tick(a, 1000002));
+    assert_int_equal(fmq_agg_close(a, NULL, 1000002, &r), FMQ_OK);
+    assert_int_equal(r.late, 2);
+    double want = (2 * 0.04 / sqrt(2.0) + 0.01) / 3;
+    for (int i = 0; i < P; i++)
+        assert_float_equal(fmq_agg_weights(a)[i], w[i] + want, 1e-6);
+    char line[512];
+    fmq_agg_format_report(&r, line, sizeof line);
+    assert_non_null(strstr(line, "strategy fedbuff (buffer 3 of K 3, 2 stale)"));
+    /* version 3: one from version 1 is 2 behind (taken), then at version
+     * 4 one from version 1 is 3 behind max staleness 2: stale */
+    assert_int_equal(send(a, "d6", 1, 1, 10, 0.01f, &v), FMQ_OK);
+    assert_int_equal(send(a, "d7", 3, 3, 10, 0.01f, &v), FMQ_OK);
+    assert_int_equal(send(a, "d8", 3, 3, 10, 0.01f, &v), FMQ_OK);
+    assert_true(fmq_agg_tick(a, 1000003));
+    assert_int_equal(fmq_agg_close(a, NULL, 1000003, &r), FMQ_OK);
+    assert_int_equal(send(a, "d9", 1, 1, 10, 0.01f, &v), FMQ_ERR_STALE);
+    assert_int_equal(v, FMQ_AGG_REJECTED);
+    free(w);
+    fmq_agg_destroy(&a);
+    fmq_log_set_level(FMQ_LOG_NOTICE);
+}
+
+static void the_norm_bound_clips_before_the_strategy(void **state)
+{
+    (void)state;
+    fmq_agg_cfg c = base_cfg();
+    c.norm_bound = 1.0;
+    c.norm_action = FMQ_NORM_CLIP;
+    c.cohort_size = 2;
+    fmq_agg *a;
+    assert_int_equal(fmq_agg_open(&c, &a), FMQ_OK);
+    float *w = malloc(P * 4);
+    memcpy(w, fmq_agg_weights(a), P * 4);
+    fmq_agg_verdict v;
+    /* 0.2 everywhere: norm 0.2·sqrt(7850) = 17.7, clipped to 1 */
+    assert_int_equal(send(a, "d1", 1, 1, 10, 0.2f, &v), FMQ_OK);
+    assert_int_equal(v, FMQ_AGG_COUNTED);
+    assert_int_equal(send(a, "d2", 1, 1, 10, 0.001f, &v), FMQ_OK);
+    assert_true(fmq_agg_tick(a, 1));
+    fmq_agg_report r;
+    assert_int_equal(fmq_agg_close(a, NULL, 1, &r), FMQ_OK);
+    assert_int_equal(r.participants, 2);
+    assert_int_equal(r.clipped, 1);
+    assert_int_equal(r.rejected, 0);
+    double clipped = 1.0 / sqrt((double)P);
+    for (int i = 0; i < P; i++)
+        assert_float_equal(fmq_agg_weights(a)[i],
+                           w[i] + (clipped + 0.001) / 2, 1e-6);
+    char line[512];
+    fmq_agg_format_report(&r, line, sizeof line);
+    assert_non_null(strstr(line, "strategy fedavg (1 clipped)"));
+    free(w);
+    fmq_agg_destroy(&a);
+}
+
+static void kept_updates_over_the_rounds_median_are_rejected_at_close(void **s)
+{
+    (void)s;
+    fmq_log_set_level(FMQ_LOG_ERR);
+    fmq_agg_cfg c = base_cfg();
+    c.strategy = "median";
+    c.norm_median = 2;
+    c.norm_action = FMQ_NORM_REJECT;
+    fmq_agg *a;
+    assert_int_equal(fmq_agg_open(&c, &a), FMQ_OK);
+    float *w = malloc(P * 4);
+    memcpy(w, fmq_agg_weights(a), P * 4);
+    fmq_agg_verdict v;
+    assert_int_equal(send(a, "d1", 1, 1, 10, 0.01f, &v), FMQ_OK);
+    assert_int_equal(send(a, "d2", 1, 1, 10, 0.012f, &v), FMQ_OK);
+    assert_int_equal(send(a, "d3", 1, 1, 10, 0.5f, &v), FMQ_OK); /* 40x */
+    assert_true(fmq_agg_tick(a, 1));
+    fmq_agg_report r;
+    assert_int_equal(fmq_agg_close(a, NULL, 1, &r), FMQ_OK);
+    assert_int_equal(r.participants, 2);
+    assert_int_equal(r.rejected, 1);
+    assert_int_equal(reason_count(&r, "norm"), 1);
+    for (int i = 0; i < P; i++) /* the median of the two left */
+        assert_float_equal(fmq_agg_weights(a)[i], w[i] + 0.011, 1e-6);
+    free(w);
+    fmq_agg_destroy(&a);
+    fmq_log_set_level(FMQ_LOG_NOTICE);
+}
+
+static void a_strategy_that_cannot_aggregate_keeps_the_model(void **state)
+{
+    (void)state;
+    fmq_log_set_level(FMQ_LOG_ERR);
+    fmq_agg_cfg c = base_cfg();
+    c.strategy = "krum:1"; /* needs 5 */
+    c.cohort_size = 5;
+    c.quorum = 5;
+    fmq_agg *a;
+    assert_int_equal(fmq_agg_open(&c, &a), FMQ_OK);
+    float *w = malloc(P * 4);
+    memcpy(w, fmq_agg_weights(a), P * 4);
+    fmq_agg_verdict v;
+    assert_int_equal(send(a, "d1", 1, 1, 10, 0.01f, &v), FMQ_OK);
+    assert_int_equal(send(a, "d2", 1, 1, 10, 0.02f, &v), FMQ_OK);
+    fmq_agg_report r;
+    assert_int_equal(fmq_agg_close(a, NULL, 1, &r), FMQ_OK);
+    assert_true(r.kept_model);
+    assert_memory_equal(fmq_agg_weights(a), w, P * 4);
+    assert_int_equal(fmq_agg_round(a), 2);
+    char line[512];
+    fmq_agg_format_report(&r, line, sizeof line);
+    assert_non_null(strstr(line, "strategy krum:1 (model kept)"));
+    /* a quorum below 2f + 3 is refused at start */
+    c.quorum = 4;
+    fmq_agg *b;
+    assert_int_equal(fmq_agg_open(&c, &b), FMQ_ERR_CONFIG);
+    free(w);
+    fmq_agg_destroy(&a);
+    fmq_log_set_level(FMQ_LOG_NOTICE);
+}
+
+/* Three rounds of strategy spec; with crash_dir, the aggregator is
+ * destroyed and reopened from its checkpoint after round 1 closes and in
+ * the middle of round 2. out gets the final weights. */
+static void three_rounds(const char *spec, const char *crash_dir, float *out)
+{
+    fmq_strategy_hparams hp = fmq_strategy_hparams_none();
+    hp.dp_seed = 42;
+    fmq_agg_cfg c = base_cfg();
+    c.strategy = spec;
+    c.hp = &hp;
+    c.quorum = 3; /* multi-krum:0,2 needs 2f + 3 */
+    c.state_dir = crash_dir;
+    fmq_agg *a;
+    fmq_agg_verdict v;
+    fmq_agg_report r;
+    assert_int_equal(fmq_agg_open(&c, &a), FMQ_OK);
+    for (uint64_t round = 1; round <= 3; round++) {
+        static const char *devs[] = {"d1", "d2", "d3"};
+        for (int k = 0; k < 3; k++) {
+            float value = 0.01f * (float)(k + 1) * (round == 2 ? -1 : 1);
+            assert_int_equal(send(a, devs[k], round, round, 10 * (k + 1),
+                                  value, &v),
+                             FMQ_OK);
+            if (crash_dir && round == 2 && k == 1) {
+                assert_int_equal(fmq_agg_checkpoint(a), FMQ_OK);
+                fmq_agg_destroy(&a);
+                assert_int_equal(fmq_agg_open(&c, &a), FMQ_OK);
+                assert_true(fmq_agg_resumed(a));
+                /* the resend of a counted one is a duplicate */
+                assert_int_equal(send(a, "d2", 2, 2, 20, -0.02f, &v),
+                                 FMQ_ERR_DUPLICATE);
+            }
+        }
+        assert_true(fmq_agg_tick(a, round));
+        assert_int_equal(fmq_agg_close(a, NULL, round, &r), FMQ_OK);
+        if (crash_dir && round == 1) {
+            fmq_agg_destroy(&a);
+            assert_int_equal(fmq_agg_open(&c, &a), FMQ_OK);
+        }
+    }
+    memcpy(out, fmq_agg_weights(a), P * 4);
+    fmq_agg_destroy(&a);
+}
+
+static void a_restart_resumes_the_strategy_state(void **state)
+{
+    (void)state;
+    fmq_log_set_level(FMQ_LOG_ERR);
+    static const char *specs[] = {"fedadam", "fedyogi", "fedavgm", "median",
+                                  "trimmed-mean:0.2", "dp-fedavg",
+                                  "multi-krum:0,2"};
+    float *ref = malloc(P * 4), *got = malloc(P * 4);
+    for (unsigned i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "strat%u", i);
+        three_rounds(specs[i], NULL, ref);
+        three_rounds(specs[i], tmpdir(name), got);
+        if (memcmp(ref, got, P * 4))
+            fail_msg("%s: a restart changed the weights", specs[i]);
+    }
+    /* the checkpoint is fedadam's: another strategy is refused */
+    fmq_agg_cfg c = base_cfg();
+    c.strategy = "fedadam";
+    c.state_dir = tmpdir("other");
+    fmq_agg *a;
+    assert_int_equal(fmq_agg_open(&c, &a), FMQ_OK);
+    fmq_agg_destroy(&a);
+    c.strategy = "fedyogi";
+    assert_int_equal(fmq_agg_open(&c, &a), FMQ_ERR_DATA);
+    assert_null(a);
+    free(ref);
+    free(got);
+    fmq_log_set_level(FMQ_LOG_NOTICE);
+}
+
+/* A checkpoint written before strategies (FMQAGG02, agg.c's comment has
+ * the layout) holds FedAvg's running sum: it resumes as fedavg. */
+static void a_checkpoint_from_before_strategies_resumes_as_fedavg(void **s)
+{
+    (void)s;
+    fmq_log_set_level(FMQ_LOG_ERR);
+    fmq_agg_cfg c = base_cfg();
+    fmq_agg *ref;
+    fmq_agg_verdict v;
+    fmq_agg_report r;
+    assert_int_equal(fmq_agg_open(&c, &ref), FMQ_OK);
+    float *w0 = malloc(P * 4), *d = malloc(P * 4);
+    memcpy(w0, fmq_agg_weights(ref), P * 4);
+    assert_int_equal(send(ref, "d1", 1, 1, 10, 0.01f, &v), FMQ_OK);
+    assert_int_equal(send(ref, "d2", 1, 1, 20, 0.02f, &v), FMQ_OK);
+    assert_int_equal(fmq_agg_close(ref, NULL, 1, &r), FMQ_OK);
+    /* the old file: d1 counted, its sum */
+    for (int i = 0; i < P; i++)
+        d[i] = 0.01f;
+    fmq_qtensor q;
+    fmq_quant_cfg f32 = {FMQ_Q_F32, 0, false};
+    assert_int_equal(fmq_quant_encode(&f32, d, P, NULL, &q), FMQ_OK);
+    fmq_fedavg fa;
+    assert_int_equal(fmq_fedavg_init(&fa, P), FMQ_OK);
+    assert_int_equal(fmq_fedavg_add(&fa, &q, 10.0), FMQ_OK);
+    fmq_wr w;
+    fmq_wr_init(&w);
+    fmq_wr_bytes(&w, "FMQAGG02", 8);
+    fmq_wr_u32(&w, P);
+    fmq_wr_str(&w, "f1", FMQ_ID_MAX + 1);
+    fmq_wr_str(&w, MODEL, FMQ_ID_MAX + 1);
+    fmq_wr_u64(&w, 1); /* round */
+    fmq_wr_u64(&w, 1); /* version */
+    fmq_wr_u64(&w, 0);
+    fmq_wr_u64(&w, 0);
+    fmq_wr_f64(&w, fa.weight);
+    fmq_wr_u32(&w, fa.count);
+    fmq_wr_f64(&w, 0.5);
+    fmq_wr_f64(&w, 0.25);
+    fmq_wr_u32(&w, 0);
+    fmq_wr_u32(&w, 0);
+    fmq_wr_u32(&w, 0);
+    fmq_wr_u64(&w, 100);
+    fmq_wr_u64(&w, 0);
+    fmq_wr_u32(&w, 0); /* reasons */
+    fmq_wr_u32(&w, 1); /* seen */
+    fmq_wr_str(&w, "d1", FMQ_ID_MAX + 1);
+    fmq_wr_u64(&w, 1);
+    fmq_wr_floats(&w, w0, P);
+    fmq_wr_floats(&w, fa.sum, P);
+    fmq_wr_crc(&w);
+    assert_int_equal(w.e, FMQ_OK);
+    c.state_dir = tmpdir("v2");
+    assert_int_equal(fmq_mkdir_p(c.state_dir), FMQ_OK);
+    char path[600];
+    snprintf(path, sizeof path, "%s/aggregator.ckpt", c.state_dir);
+    assert_int_equal(fmq_file_write_atomic(path, w.b.data, w.b.len), FMQ_OK);
+    /* with another strategy it is refused */
+    fmq_agg *a;
+    c.strategy = "median";
+    assert_int_equal(fmq_agg_open(&c, &a), FMQ_ERR_DATA);
+    c.strategy = NULL;
+    assert_int_equal(fmq_agg_open(&c, &a), FMQ_OK);
+    assert_true(fmq_agg_resumed(a));
+    assert_int_equal(send(a, "d1", 1, 1, 10, 0.01f, &v), FMQ_ERR_DUPLICATE);
+    assert_int_equal(send(a, "d2", 1, 1, 20, 0.02f, &v), FMQ_OK);
+    assert_int_equal(fmq_agg_close(a, NULL, 1, &r), FMQ_OK);
+    assert_memory_equal(fmq_agg_weights(a), fmq_agg_weights(ref), P * 4);
+    fmq_agg_destroy(&a);
+    fmq_agg_destroy(&ref);
+    fmq_fedavg_fini(&fa);
+    fmq_qtensor_fini(&q);
+    fmq_wr_fini(&w);
+    free(w0);
+    free(d);
+    fmq_log_set_level(FMQ_LOG_NOTICE);
+}
+
+static void the_global_and_the_metrics_name_the_strategy(void **state)
+{
+    (void)state;
+    fmq_strategy_hparams hp = fmq_strategy_hparams_none();
+    hp.dp_clip = 2;
+    hp.dp_noise = 0.5;
+    hp.dp_seed = 9;
+    hp.mu = 0.05;
+    static const char *specs[] = {"dp-fedavg", "fedprox", "trimmed-mean:0.1"};
+    for (unsigned k = 0; k < 3; k++) {
+        fmq_agg_cfg c = base_cfg();
+        c.strategy = specs[k];
+        c.hp = &hp;
+        fmq_agg *a;
+        assert_int_equal(fmq_agg_open(&c, &a), FMQ_OK);
+        fmq_buf b;
+        fmq_buf_init(&b);
+        assert_int_equal(fmq_agg_encode_global(a, 0, &b), FMQ_OK);
+        fmq_msg_global g;
+        assert_int_equal(
+            fmq_codec_decode_global(b.data, b.len, NULL, &g, NULL), FMQ_OK);
+        char name[32];
+        snprintf(name, sizeof name, "%s", specs[k]);
+        *strchrnul(name, ':') = 0;
+        assert_string_equal(g.strategy, name);
+        assert_float_equal(g.train.mu, k == 1 ? 0.05f : 0.0f, 0);
+        fmq_msg_global_fini(&g);
+        fmq_buf_reset(&b);
+        fmq_agg_verdict v;
+        assert_int_equal(send(a, "d1", 1, 1, 10, 0.01f, &v), FMQ_OK);
+        fmq_agg_report r;
+        assert_int_equal(fmq_agg_close(a, NULL, 1, &r), FMQ_OK);
+        assert_int_equal(fmq_agg_encode_metrics(a, &r, 1, &b), FMQ_OK);
+        fmq_msg_metrics m;
+        assert_int_equal(
+            fmq_codec_decode_metrics(b.data, b.len, NULL, &m, NULL), FMQ_OK);
+        assert_string_equal(m.strategy, name);
+        if (k == 0) {
+            assert_float_equal(m.dp_clip, 2, 0);
+            assert_float_equal(m.dp_noise, 0.5, 0);
+        } else {
+            assert_true(isnan(m.dp_clip) && isnan(m.dp_noise));
+        }
+        char line[512];
+        fmq_agg_format_report(&r, line, sizeof line);
+        assert_non_null(strstr(line, specs[k]));
+        if (k == 0)
+            assert_non_null(strstr(line, "dp clip 2 noise 0.5"));
+        fmq_msg_metrics_fini(&m);
+        fmq_buf_fini(&b);
+        fmq_agg_destroy(&a);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -635,6 +1099,18 @@ int main(void)
         cmocka_unit_test(sealed_updates_open_only_for_their_topic_round_and_key),
         cmocka_unit_test(no_seal_accepts_plain_and_still_opens_sealed),
         cmocka_unit_test(a_restart_with_sealing_counts_no_replay_twice),
+        cmocka_unit_test(
+            the_fedavg_strategy_is_the_fedavg_of_before_bit_for_bit),
+        cmocka_unit_test(
+            fedbuff_makes_a_version_every_k_updates_without_rounds),
+        cmocka_unit_test(the_norm_bound_clips_before_the_strategy),
+        cmocka_unit_test(
+            kept_updates_over_the_rounds_median_are_rejected_at_close),
+        cmocka_unit_test(a_strategy_that_cannot_aggregate_keeps_the_model),
+        cmocka_unit_test(a_restart_resumes_the_strategy_state),
+        cmocka_unit_test(
+            a_checkpoint_from_before_strategies_resumes_as_fedavg),
+        cmocka_unit_test(the_global_and_the_metrics_name_the_strategy),
     };
     return cmocka_run_group_tests(tests, keys_setup, keys_teardown);
 }
