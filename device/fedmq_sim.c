@@ -488,6 +488,23 @@ static int tokens_load(const char *path, const char *prog, simdev *devs,
     return 0;
 }
 
+/* The tamper_fn of a hostile device: its attack, and one info line with
+ * the L2 norms of the honest delta and of what is sent instead. */
+static void hostile_tamper(void *arg, float *delta, uint32_t P,
+                           uint64_t round)
+{
+    simdev *sd = arg;
+    double honest = 0, sent = 0;
+    for (uint32_t i = 0; i < P; i++)
+        honest += (double)delta[i] * delta[i];
+    fmq_device_attack_apply(&sd->attack, delta, P, round);
+    for (uint32_t i = 0; i < P; i++)
+        sent += (double)delta[i] * delta[i];
+    fmq_log_info("sim: %s round %llu: hostile delta, L2 norm %.4g honest, "
+                 "%.4g sent", sd->id, (unsigned long long)round, sqrt(honest),
+                 sqrt(sent));
+}
+
 /* The hostile list: "<id>:scale:K" or "<id>:noise:S" items, comma
  * separated; each id must be one of devs and appear once. Each noise
  * attack gets its own seed from knob_seed and the id. 0, or 2 after
@@ -723,8 +740,8 @@ int main(int argc, char **argv)
             .agg_keys = trust.agg_keys, .nagg_keys = trust.nagg_keys,
             .seal_key = trust.seal_key, .no_verify = trust.no_verify,
             .no_seal = trust.no_seal,
-            .tamper_fn = sd->hostile ? fmq_device_attack_apply : NULL,
-            .tamper_arg = sd->hostile ? &sd->attack : NULL};
+            .tamper_fn = sd->hostile ? hostile_tamper : NULL,
+            .tamper_arg = sd->hostile ? sd : NULL};
         fmq_err e = fmq_device_open(&dc, &sd->d);
         if (e) {
             fprintf(stderr, "%s: device %s: %s\n", prog, sd->id,

@@ -183,7 +183,7 @@ part1() {
 fedavg, waits for all|--cohort $DEVICES --quorum $DEVICES --round-ms 600000
 fedavg, deadline ${DEADLINE_MS} ms, quorum $QUORUM|--cohort $DEVICES --quorum $QUORUM --round-ms $DEADLINE_MS
 fedavg, deadline ${DEADLINE_MS} ms, quorum $QUORUM, late folded|--cohort $DEVICES --quorum $QUORUM --round-ms $DEADLINE_MS --late fold
-fedbuff, buffer_k $BUFFER_K|--strategy fedbuff:buffer_k=$BUFFER_K --cohort $DEVICES --round-ms 600000
+fedbuff, buffer_k $BUFFER_K|--strategy fedbuff --buffer-k $BUFFER_K --cohort $DEVICES --round-ms 600000
 EOF
   "$PY" - "$out/part1.txt" "$SECONDS_" "$TIME_ACC" <<'PYEOF'
 import re, sys
@@ -229,7 +229,7 @@ part2() {
   : >"$out/part2.txt"
   # FedProx is FedAvg with the devices' proximal term: without a fedprox
   # strategy the same run is fedavg with --mu (the global carries mu)
-  prox="--strategy fedprox:mu=$MU"
+  prox="--strategy fedprox --mu $MU"
   [ $has_strategy = 1 ] || prox="--mu $MU"
   while IFS='|' read -r label aggflags <&3; do
     tag=p2-$(printf '%s' "$label" | tr -c 'a-zA-Z0-9\n' '_')
