@@ -17,13 +17,11 @@
 #   bound (clipping at 2x the median norm), dp-fedavg (clip 2, noise
 #   multiplier 0.01)     under attack, and without it (the cost of
 #                        robustness on non-IID data)
-
 #
 # and issue 6's target: the best robust strategy under attack within 2
 # points of the clean run, while plain fedavg under attack visibly fails,
 # taken to mean at least 10 points below the clean run. A strategy that
 # fedmq-aggregator does not know (yet) is printed as "not available".
-
 # The hostile devices log their honest delta's norm and what they sent
 # (fedmq-sim --log-level info); the table has the medians.
 #
