@@ -63,7 +63,8 @@ static const fmq_conf_key keys[] = {
 /* One device as its retained status says, plus when it arrived. */
 typedef struct dev_row {
     fmq_msg_status st;
-    uint64_t seen_ms; /* local clock when the status arrived */
+    uint64_t seen_ms; /* local clock when a live status arrived; 0 for a
+                         retained copy (it may be days old) */
 } dev_row;
 
 /* Everything shown. devs is sorted by id. */
@@ -131,10 +132,14 @@ static void on_status(view *v, const char *id, const fmq_mqtt_msg *msg)
     fmq_msg_status s;
     fmq_codec_detail d = {{0}};
     fmq_err e = fmq_codec_decode_status(msg->payload, msg->len, NULL, &s, &d);
-    if (!e && strcmp(s.device, id) != 0)
+    if (!e && strcmp(s.device, id) != 0) {
         e = FMQ_ERR_INVAL; /* SPEC §2: the topic names the device */
-    if (!e && strcmp(s.fleet, v->fleet) != 0)
+        snprintf(d.what, sizeof d.what, "it names device '%s'", s.device);
+    }
+    if (!e && strcmp(s.fleet, v->fleet) != 0) {
         e = FMQ_ERR_FLEET;
+        snprintf(d.what, sizeof d.what, "it names fleet '%s'", s.fleet);
+    }
     if (e) {
         v->refused++;
         fmq_log_info("status on %s refused: %s%s%s", msg->topic,
@@ -163,7 +168,7 @@ static void on_status(view *v, const char *id, const fmq_mqtt_msg *msg)
         v->ndevs++;
     }
     v->devs[i].st = s;
-    v->devs[i].seen_ms = fmq_now_ms();
+    v->devs[i].seen_ms = msg->retained ? 0 : fmq_now_ms();
 }
 
 static void on_metrics(view *v, const fmq_mqtt_msg *msg)
@@ -262,12 +267,14 @@ static const char *dev_flags(const view *v, const char *id, char *buf,
     return buf;
 }
 
-/* When the device last spoke: its own report time, or when the status
- * arrived here when it sent none. */
+/* When the device last spoke: its own report time, or when its status
+ * arrived here live when it sent none; FMQ_ABSENT when neither is known (a
+ * retained last will has no time). */
 static uint64_t dev_seen(const dev_row *r)
 {
-    return r->st.ts_ms != FMQ_ABSENT && r->st.ts_ms ? r->st.ts_ms
-                                                    : r->seen_ms;
+    if (r->st.ts_ms != FMQ_ABSENT && r->st.ts_ms)
+        return r->st.ts_ms;
+    return r->seen_ms ? r->seen_ms : FMQ_ABSENT;
 }
 
 static void fmt_age(char *buf, size_t len, uint64_t now, uint64_t then)
@@ -372,7 +379,10 @@ static void print_table(const view *v, bool connected, FILE *out)
         char mv[24], lr[24], age[24], tts[24], rss[24], fl[256];
         fmt_u64(mv, sizeof mv, r->st.version);
         fmt_u64(lr, sizeof lr, r->st.last_round);
-        fmt_age(age, sizeof age, now, dev_seen(r));
+        if (dev_seen(r) == FMQ_ABSENT)
+            snprintf(age, sizeof age, "-");
+        else
+            fmt_age(age, sizeof age, now, dev_seen(r));
         if (isnan(r->st.train_s))
             snprintf(tts, sizeof tts, "-");
         else
@@ -501,8 +511,9 @@ static void print_json(const view *v, bool connected, FILE *out)
         json_u64(out, r->st.last_round);
         fputs(",\"samples\":", out);
         json_u64(out, r->st.samples);
-        fprintf(out, ",\"last_seen_ms\":%llu,\"train_s\":",
-                (unsigned long long)dev_seen(r));
+        fputs(",\"last_seen_ms\":", out);
+        json_u64(out, dev_seen(r));
+        fputs(",\"train_s\":", out);
         json_num(out, r->st.train_s);
         fputs(",\"rss_bytes\":", out);
         json_u64(out, r->st.rss_bytes);

@@ -189,11 +189,13 @@
     return s;
   }
 
-  function onStatus(id, m) {
+  // seen: when a live status arrived (a retained copy may be days old,
+  // and a last will carries no time of its own)
+  function onStatus(id, m, retained) {
     if (m.t !== 'status' || m.dev !== id || m.fl !== fleet || typeof m.on !== 'boolean') {
       return false;
     }
-    state.devices.set(id, { st: m, seen: Date.now() });
+    state.devices.set(id, { st: m, seen: retained ? 0 : Date.now() });
     return true;
   }
 
@@ -233,7 +235,7 @@
     return true;
   }
 
-  function onMessage(topic, payload) {
+  function onMessage(topic, payload, retained) {
     state.messages++;
     if (topic.indexOf(prefix) !== 0) { state.refused++; return; }
     var rest = topic.slice(prefix.length);
@@ -253,7 +255,7 @@
     }
     var ok = false;
     if (m && typeof m === 'object' && !Array.isArray(m) && m.v === 1) {
-      if (rest.indexOf('status/') === 0 && ID_RE.test(rest.slice(7))) ok = onStatus(rest.slice(7), m);
+      if (rest.indexOf('status/') === 0 && ID_RE.test(rest.slice(7))) ok = onStatus(rest.slice(7), m, retained);
       else if (rest === 'metrics') ok = onMetrics(m);
       else if (rest === 'aggregator/status') ok = onAgg(m);
     }
@@ -320,7 +322,7 @@
       cell(tr, isUint(st.mv) ? String(st.mv) : '–', 'num');
       cell(tr, isUint(st.lr) ? String(st.lr) : '–', 'num');
       var seen = isUint(st.ts) && st.ts > 0 ? st.ts : d.seen;
-      cell(tr, fmtAge(now - seen), 'num');
+      cell(tr, seen ? fmtAge(now - seen) : '–', 'num');
       cell(tr, isNum(st.tts) ? st.tts.toFixed(2) : '–', 'num');
       cell(tr, isUint(st.rss) ? (st.rss / 1e6).toFixed(1) : '–', 'num');
       var ftd = cell(tr, '');
@@ -443,7 +445,9 @@
         }
       });
   });
-  client.on('message', function (topic, payload) { onMessage(topic, payload); });
+  client.on('message', function (topic, payload, packet) {
+    onMessage(topic, payload, !!(packet && packet.retain));
+  });
   client.on('reconnect', function () { setConn('conn-wait', 'reconnecting…'); });
   client.on('offline', function () {
     state.connected = false;
