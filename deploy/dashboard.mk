@@ -21,8 +21,10 @@ DASH_VENDOR := \
   uPlot.min.css:uplot/dist/uPlot.min.css
 DASH_VENDOR_FILES := $(foreach v,$(DASH_VENDOR),$(DASH_DIR)/vendor/$(word 1,$(subst :, ,$(v))))
 
+# after the Debian packages (node and npm among them): never two apt runs
+# side by side under make -j
 $(DASH_NPM_STAMP): deploy/dashboard/package.json deploy/dashboard/package-lock.json \
-                   deploy/install-deps.sh
+                   deploy/install-deps.sh | $(DEPS_STAMP)
 	deploy/install-deps.sh --npm $(DASH_NPM)
 	@touch $@
 
