@@ -31,6 +31,7 @@ typedef struct seen {
 
 struct fmq_agg {
     fmq_agg_cfg cfg;
+    double last_norm; /* of the last update judged (fmq_agg_last_norm) */
     char fleet[FMQ_ID_MAX + 1], model[FMQ_ID_MAX + 1];
     char state_dir[512];
     fmq_nn *nn; /* holds the global weights; also evaluates */
@@ -54,6 +55,7 @@ uint64_t fmq_agg_version(const fmq_agg *a) { return a->version; }
 uint32_t fmq_agg_nparams(const fmq_agg *a) { return a->P; }
 bool fmq_agg_resumed(const fmq_agg *a) { return a->resumed; }
 bool fmq_agg_dirty(const fmq_agg *a) { return a->dirty; }
+double fmq_agg_last_norm(const fmq_agg *a) { return a->last_norm; }
 
 const float *fmq_agg_weights(const fmq_agg *a)
 {
@@ -463,6 +465,7 @@ static const char *topic_device(const fmq_agg *a, const char *topic)
 fmq_err fmq_agg_on_update(fmq_agg *a, const char *topic, const uint8_t *buf,
                           size_t len, uint64_t now_ms, fmq_agg_verdict *v)
 {
+    a->last_norm = NAN;
     (void)now_ms;
     a->bytes_in += len;
     a->dirty = true;
@@ -537,6 +540,7 @@ fmq_err fmq_agg_on_update(fmq_agg *a, const char *topic, const uint8_t *buf,
     /* finite, and the norm bound (strategy.h), before any strategy */
     double norm;
     e = fmq_strategy_check(a->st, &u.delta, &norm);
+    a->last_norm = norm;
     if (e == FMQ_ERR_NORM)
         snprintf(what, sizeof what, "L2 norm %.4g > %.4g", norm,
                  fmq_strategy_norm_bound(a->st));
@@ -700,8 +704,8 @@ fmq_err fmq_agg_close(fmq_agg *a, const fmq_dataset *holdout, uint64_t now_ms,
 
 /* ------------------------------------------------------------- metrics */
 
-fmq_err fmq_agg_encode_metrics(const fmq_agg *a, const fmq_agg_report *rep,
-                               uint64_t now_ms, fmq_buf *out)
+void fmq_agg_metrics(const fmq_agg *a, const fmq_agg_report *rep,
+                     uint64_t now_ms, fmq_msg_metrics *out)
 {
     fmq_msg_metrics m;
     fmq_msg_metrics_init(&m);
@@ -724,11 +728,15 @@ fmq_err fmq_agg_encode_metrics(const fmq_agg *a, const fmq_agg_report *rep,
     m.dp_clip = rep->dp_clip;
     m.dp_noise = rep->dp_noise;
     m.ts_ms = now_ms;
-    fmq_err e = fmq_codec_encode_metrics(&m, out);
-    m.rejected = NULL; /* borrowed from rep */
-    m.nrejected = 0;
-    fmq_msg_metrics_fini(&m);
-    return e;
+    *out = m;
+}
+
+fmq_err fmq_agg_encode_metrics(const fmq_agg *a, const fmq_agg_report *rep,
+                               uint64_t now_ms, fmq_buf *out)
+{
+    fmq_msg_metrics m;
+    fmq_agg_metrics(a, rep, now_ms, &m);
+    return fmq_codec_encode_metrics(&m, out); /* m borrows only from rep */
 }
 
 void fmq_agg_format_report(const fmq_agg_report *r, char *buf, size_t len)

@@ -182,7 +182,16 @@ FMQ_NODISCARD fmq_err fmq_agg_close(fmq_agg *a, const fmq_dataset *holdout,
 FMQ_NODISCARD fmq_err fmq_agg_checkpoint(fmq_agg *a);
 /* true when something changed since the last checkpoint. */
 bool fmq_agg_dirty(const fmq_agg *a);
+/* L2 norm of the delta of the last update fmq_agg_on_update judged, after
+ * the norm bound's clipping; NaN when it was refused before its norm was
+ * known (a decode, seal, stale or duplicate refusal). For the monitor. */
+double fmq_agg_last_norm(const fmq_agg *a);
 
+/* The metrics message of a closed round (what fmq_agg_encode_metrics
+ * encodes); it borrows rep's reasons, so it needs no fini and must not
+ * outlive rep. The caller may add flags before encoding it. */
+void fmq_agg_metrics(const fmq_agg *a, const fmq_agg_report *rep,
+                     uint64_t now_ms, fmq_msg_metrics *out);
 FMQ_NODISCARD fmq_err fmq_agg_encode_metrics(const fmq_agg *a,
                                              const fmq_agg_report *rep,
                                              uint64_t now_ms, fmq_buf *out);
