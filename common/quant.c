@@ -614,6 +614,19 @@ fmq_err fmq_quant_accumulate(const fmq_qtensor *q, float w, float *sum)
     return run_kernel(q, w, sum, true);
 }
 
+fmq_err fmq_quant_add(const fmq_qtensor *q, float *w, float *scratch)
+{
+    if (!q || !w || !scratch)
+        return FMQ_ERR_INVAL;
+    fmq_err e = fmq_quant_decode(q, scratch);
+    if (e)
+        return e;
+    // w is (n,), scratch is (n,): the dequantized values
+    for (uint32_t i = 0; i < q->n; i++)
+        w[i] = w[i] + scratch[i];
+    return FMQ_OK;
+}
+
 /* ------------------------------------------------------- error feedback */
 
 fmq_err fmq_quant_encode_ef(const fmq_quant_cfg *cfg, const float *delta,

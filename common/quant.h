@@ -128,6 +128,17 @@ FMQ_NODISCARD fmq_err fmq_quant_decode_range(const fmq_qtensor *q,
 FMQ_NODISCARD fmq_err fmq_quant_accumulate(const fmq_qtensor *q, float w,
                                            float *sum);
 
+/* w[i] = w[i] + dequant(q)[i] for i in [0, q->n): one float32 addition
+ * (round to nearest even) of exactly the value fmq_quant_decode gives, per
+ * coordinate. This is the rule by which a device applies a global delta
+ * (proto/SPEC.md §6.6) and by which the aggregator moves its own model, so
+ * that both end on the same bits. scratch is (q->n,) floats of the
+ * caller's (its contents are overwritten). The tensor must have passed
+ * fmq_quant_check. FMQ_ERR_INVAL for NULL arguments; w is unchanged on
+ * error. */
+FMQ_NODISCARD fmq_err fmq_quant_add(const fmq_qtensor *q, float *w,
+                                    float *scratch);
+
 /* Error feedback (Seide et al. 2014; Karimireddy et al. 2019): quantize
  * v = delta + residual into q, then set residual = v - dequant(q). The
  * device keeps `residual` (n floats, zero at first) between rounds, so what

@@ -4,15 +4,20 @@
  * device.state (proto/SPEC.md §9.1 "restart-safe"), written with
  * fmq_file_write_atomic after every change that matters:
  *
- *   "FMQDEV01" | fleet[65] | id[65] | u64 version | u64 round |
+ *   "FMQDEV02" | fleet[65] | id[65] | u64 version | u64 round |
  *   u64 seen_ts | u64 last_trained | u8 pending | u8 acked |
+ *   u8 deltas | u8 held_delta | model[65] | u32 P | f32 w[P] |
  *   u32 nres | f32 residual[nres] | u32 glen | global[glen] |
  *   u32 ulen | update[ulen] | u32 crc32 of all before
  *
- * global is the raw global message held, as received: the `signed`
- * envelope (the model is restored from its body, which was verified when
- * it arrived; the state file is the device's own), or a plain global
- * with no_verify. update is the update of round last_trained exactly as
+ * w are the weights held: after deltas (SPEC §6.6) they are no longer
+ * those of any one message, so they are kept themselves. global is the
+ * raw model message last taken, as received: the `signed` envelope of a
+ * global or a delta (held_delta), or a plain one with no_verify; the
+ * runner hands it to the core again at start. "FMQDEV01", the format
+ * before deltas, had neither deltas, held_delta, model nor w: its model is
+ * restored from the global's body (verified when it arrived; the state
+ * file is the device's own). update is the update of round last_trained exactly as
  * published: the sealed envelope when sealing is on (the plaintext never
  * reaches the disk), so a resend is the same bytes. The global is saved before
  * training starts, so a device that crashes while training trains that
@@ -30,7 +35,8 @@
 #include "cohort.h"
 #include "quant.h"
 
-#define FMQ_DEV__MAGIC "FMQDEV01"
+#define FMQ_DEV__MAGIC "FMQDEV02"
+#define FMQ_DEV__MAGIC_V1 "FMQDEV01"
 /* The largest device.state we read: a global and an update of the largest
  * tensors the codec accepts are far below this for any model a device
  * trains; the bound only stops a corrupt length from allocating. */
@@ -57,7 +63,9 @@ struct fmq_device {
     float *res_save; // (P,) the residual before this round (undo)
     uint64_t version, round, seen_ts, last_trained;
     char model[FMQ_ID_MAX + 1]; /* the held global's model spec */
-    fmq_buf global_raw;
+    fmq_buf global_raw;  /* the model message last taken */
+    bool deltas;         /* it said gd: follow model/delta */
+    bool held_delta;     /* global_raw is a delta */
 
     fmq_buf update; /* the update of round last_trained */
     bool pending, acked;
@@ -97,6 +105,12 @@ static fmq_err save_state(fmq_device *d)
     fmq_wr_u64(&w, d->last_trained);
     fmq_wr_u8(&w, d->pending);
     fmq_wr_u8(&w, d->acked);
+    fmq_wr_u8(&w, d->deltas);
+    fmq_wr_u8(&w, d->held_delta);
+    fmq_wr_str(&w, d->model, sizeof d->model);
+    fmq_wr_u32(&w, d->w ? d->P : 0);
+    if (d->w)
+        fmq_wr_floats(&w, d->w, d->P);
     fmq_wr_u32(&w, d->residual ? d->P : 0);
     if (d->residual)
         fmq_wr_floats(&w, d->residual, d->P);
@@ -176,7 +190,38 @@ static fmq_err hold_global(fmq_device *d, const fmq_msg_global *g,
     d->version = g->version;
     d->round = g->round;
     d->seen_ts = g->ts_ms;
+    d->deltas = g->deltas;
+    d->held_delta = false;
     snprintf(d->model, sizeof d->model, "%s", g->model);
+    return FMQ_OK;
+}
+
+/* Applies a decoded delta whose base is the version held (SPEC §6.6):
+ * w += dequant(delta), then holds its version, round and instructions.
+ * FMQ_ERR_MODEL for another length; nothing changes on error. */
+static fmq_err hold_delta(fmq_device *d, const fmq_msg_delta *m,
+                          const uint8_t *raw, size_t len)
+{
+    if (!d->w || m->delta.n != d->P)
+        return FMQ_ERR_MODEL;
+    fmq_buf nraw;
+    fmq_buf_init(&nraw);
+    fmq_err e = fmq_buf_append(&nraw, raw, len);
+    if (!e)
+        e = fmq_quant_add(&m->delta, d->w, d->local); /* local: scratch */
+    if (e) {
+        fmq_buf_fini(&nraw);
+        return e;
+    }
+    fmq_buf_fini(&d->global_raw);
+    d->global_raw = nraw;
+    d->version = m->g.version;
+    d->round = m->g.round;
+    d->seen_ts = m->g.ts_ms;
+    d->deltas = m->g.deltas;
+    d->held_delta = true;
+    snprintf(d->model, sizeof d->model, "%s", m->g.model);
+    d->st.deltas++;
     return FMQ_OK;
 }
 
@@ -224,8 +269,9 @@ static fmq_err load_state(fmq_device *d)
     fmq_rd_bytes(&r, magic, 8);
     fmq_rd_str(&r, fleet, sizeof fleet);
     fmq_rd_str(&r, id, sizeof id);
-    if (r.bad || memcmp(magic, FMQ_DEV__MAGIC, 8) || strcmp(fleet, d->fleet) ||
-        strcmp(id, d->id)) {
+    bool v1 = memcmp(magic, FMQ_DEV__MAGIC_V1, 8) == 0;
+    if (r.bad || (!v1 && memcmp(magic, FMQ_DEV__MAGIC, 8)) ||
+        strcmp(fleet, d->fleet) || strcmp(id, d->id)) {
         fmq_log_err("device %s: %s belongs to device %s of fleet %s", d->id,
                     path, id, fleet);
         goto out;
@@ -233,6 +279,17 @@ static fmq_err load_state(fmq_device *d)
     uint64_t version = fmq_rd_u64(&r), round = fmq_rd_u64(&r);
     uint64_t seen_ts = fmq_rd_u64(&r), last = fmq_rd_u64(&r);
     bool pending = fmq_rd_u8(&r), acked = fmq_rd_u8(&r);
+    bool deltas = false, held_delta = false;
+    char model[FMQ_ID_MAX + 1] = "";
+    uint32_t P = 0;
+    const uint8_t *wraw = NULL;
+    if (!v1) {
+        deltas = fmq_rd_u8(&r);
+        held_delta = fmq_rd_u8(&r);
+        fmq_rd_str(&r, model, sizeof model);
+        P = fmq_rd_u32(&r);
+        wraw = fmq_rd_view(&r, (size_t)P * 4);
+    }
     uint32_t nres = fmq_rd_u32(&r);
     const uint8_t *res = fmq_rd_view(&r, (size_t)nres * 4);
     uint32_t glen = fmq_rd_u32(&r);
@@ -243,7 +300,27 @@ static fmq_err load_state(fmq_device *d)
         fmq_log_err("device %s: %s has a bad layout", d->id, path);
         goto out;
     }
-    if (glen) {
+    if (!v1 && P) {
+        /* the weights themselves (they may come from deltas) */
+        if (!glen || !model[0] ||
+            (nres && nres != P)) {
+            fmq_log_err("device %s: %s: weights without a model message, "
+                        "model or matching residual", d->id, path);
+            goto out;
+        }
+        if ((e = size_arrays(d, P)))
+            goto out;
+        e = FMQ_ERR_DATA;
+        for (uint32_t i = 0; i < P; i++)
+            d->w[i] = fmq_load_f32le(wraw + 4 * (size_t)i);
+        for (uint32_t i = 0; i < nres; i++)
+            d->residual[i] = fmq_load_f32le(res + 4 * (size_t)i);
+        if ((e = fmq_buf_append(&d->global_raw, graw, glen)))
+            goto out;
+        snprintf(d->model, sizeof d->model, "%s", model);
+        d->deltas = deltas;
+        d->held_delta = held_delta;
+    } else if (v1 && glen) {
         fmq_msg_global g;
         fmq_msg_global_init(&g);
         fmq_codec_detail det = {{0}};
@@ -578,16 +655,54 @@ static fmq_err verify_global(fmq_device *d, const uint8_t *buf, size_t len,
 }
 
 /* true when g (the same version as the one held) differs from it in
- * anything but its timestamp and deadline: round, model or weights. */
+ * anything but its timestamp and deadline: round, model or weights. When
+ * the model held came from a delta, its weights are compared by the
+ * version alone (a full model sent as f16 is not bit for bit what deltas
+ * built; SPEC §6.6). */
 static bool differs_from_held(fmq_device *d, const fmq_msg_global *g)
 {
     if (g->round != d->round || !d->w || g->weights.n != d->P ||
         strcmp(g->model, d->model) != 0)
         return true;
+    if (d->held_delta)
+        return false;
     if (fmq_quant_check(&g->weights) != FMQ_OK ||
         fmq_quant_decode(&g->weights, d->local) != FMQ_OK)
         return true;
     return memcmp(d->local, d->w, (size_t)d->P * sizeof(float)) != 0;
+}
+
+/* The decoded body of a model message: a global, or a delta (whose g holds
+ * the round's instructions). */
+typedef struct model_msg {
+    bool is_delta;
+    fmq_msg_global g;
+    fmq_msg_delta dm;
+} model_msg;
+
+static const fmq_msg_global *model_msg_g(const model_msg *m)
+{
+    return m->is_delta ? &m->dm.g : &m->g;
+}
+
+static fmq_err decode_model(const uint8_t *body, size_t len, model_msg *m,
+                            fmq_codec_detail *det)
+{
+    fmq_msg_type t = FMQ_MSG_UNKNOWN;
+    fmq_err e = fmq_codec_peek(body, len, NULL, &t, det);
+    if (e)
+        return e;
+    m->is_delta = t == FMQ_MSG_DELTA;
+    if (m->is_delta)
+        return fmq_codec_decode_delta(body, len, NULL, &m->dm, det);
+    /* anything else: the global decoder names what is wrong (wrong_msg) */
+    return fmq_codec_decode_global(body, len, NULL, &m->g, det);
+}
+
+static void model_msg_fini(model_msg *m)
+{
+    fmq_msg_global_fini(&m->g);
+    fmq_msg_delta_fini(&m->dm);
 }
 
 fmq_err fmq_device_on_global(fmq_device *d, const uint8_t *buf, size_t len,
@@ -596,8 +711,11 @@ fmq_err fmq_device_on_global(fmq_device *d, const uint8_t *buf, size_t len,
     memset(res, 0, sizeof *res);
     res->loss = res->train_s = res->norm = NAN;
     d->st.globals++;
-    fmq_msg_global g;
-    fmq_msg_global_init(&g);
+    model_msg mm;
+    mm.is_delta = false;
+    fmq_msg_global_init(&mm.g);
+    fmq_msg_delta_init(&mm.dm);
+    const fmq_msg_global *g = &mm.g;
     /* SPEC §7.1: the signature first; nothing of the body is decoded
      * before it verifies. */
     const uint8_t *body = NULL;
@@ -607,26 +725,50 @@ fmq_err fmq_device_on_global(fmq_device *d, const uint8_t *buf, size_t len,
                               &res->detail);
     if (e)
         goto refused;
-    e = fmq_codec_decode_global(body, body_len, NULL, &g, &res->detail);
+    e = decode_model(body, body_len, &mm, &res->detail);
     if (e)
         goto refused;
-    res->round = g.round;
-    res->version = g.version;
-    if (strcmp(g.fleet, d->fleet) != 0) {
+    g = model_msg_g(&mm);
+    res->round = g->round;
+    res->version = g->version;
+    if (strcmp(g->fleet, d->fleet) != 0) {
         e = FMQ_ERR_FLEET;
         snprintf(res->detail.what, sizeof res->detail.what,
-                 "it is for fleet %s", g.fleet);
+                 "it is for fleet %s", g->fleet);
         goto refused;
     }
-    if (d->version && (g.version < d->version ||
-                       (g.version == d->version && differs_from_held(d, &g)))) {
+    bool stale;
+    if (!mm.is_delta)
+        stale = d->version &&
+                (g->version < d->version ||
+                 (g->version == d->version && differs_from_held(d, g)));
+    else /* the held version announced again: round and model only */
+        stale = d->version &&
+                (g->version < d->version ||
+                 (g->version == d->version &&
+                  (g->round != d->round || strcmp(g->model, d->model) != 0)));
+    if (stale) {
         e = FMQ_ERR_STALE;
         snprintf(res->detail.what, sizeof res->detail.what,
-                 "version %llu round %llu%s", (unsigned long long)g.version,
-                 (unsigned long long)g.round,
-                 g.version < d->version ? " is older"
-                                        : ": same version, other content");
+                 "%sversion %llu round %llu%s", mm.is_delta ? "delta " : "",
+                 (unsigned long long)g->version,
+                 (unsigned long long)g->round,
+                 g->version < d->version ? " is older"
+                                         : ": same version, other content");
         goto refused;
+    }
+    if (mm.is_delta && g->version > d->version &&
+        (!d->w || mm.dm.base != d->version)) {
+        /* SPEC §6.6: the chain is broken; the retained global mends it */
+        res->action = FMQ_DEV_BEHIND;
+        d->st.behind++;
+        fmq_log_info("device %s: the delta to version %llu is from version "
+                     "%llu, the model held is %llu: fetching the full model",
+                     d->id, (unsigned long long)g->version,
+                     (unsigned long long)mm.dm.base,
+                     (unsigned long long)d->version);
+        model_msg_fini(&mm);
+        return FMQ_OK;
     }
     const fmq_trust_key *seal_to = NULL;
     if (!d->no_seal) {
@@ -638,13 +780,19 @@ fmq_err fmq_device_on_global(fmq_device *d, const uint8_t *buf, size_t len,
             goto refused;
         }
     }
-    bool same = d->version && g.version == d->version;
-    if (same && d->last_trained == g.round) {
+    bool same = d->version && g->version == d->version;
+    if (same && d->deltas != g->deltas) {
+        /* the held version says otherwise about deltas now (an aggregator
+         * restarted with them on or off): follow what it says */
+        d->deltas = g->deltas;
+        (void)save_state(d); /* at worst the runner subscribes again */
+    }
+    if (same && d->last_trained == g->round) {
         /* Already trained: send the same bytes again only when the global
          * was published anew (an aggregator restart), not when the broker
          * redelivers the retained copy we have seen. */
-        if (d->pending && g.ts_ms != d->seen_ts) {
-            d->seen_ts = g.ts_ms;
+        if (d->pending && g->ts_ms != d->seen_ts) {
+            d->seen_ts = g->ts_ms;
             (void)save_state(d); /* only saves a resend; harmless if lost */
             fmq_buf_reset(update);
             if ((e = fmq_buf_append(update, d->update.data, d->update.len)))
@@ -652,21 +800,31 @@ fmq_err fmq_device_on_global(fmq_device *d, const uint8_t *buf, size_t len,
             res->action = FMQ_DEV_RESEND;
             d->st.resent++;
             fmq_log_info("device %s: round %llu published again: resending "
-                         "its update", d->id, (unsigned long long)g.round);
+                         "its update", d->id, (unsigned long long)g->round);
         } else {
             res->action = FMQ_DEV_ALREADY;
             d->st.already++;
         }
-        fmq_msg_global_fini(&g);
+        model_msg_fini(&mm);
         return FMQ_OK;
     }
     if (!same) {
         /* A newer model: hold it (and remember it) before training. */
         uint32_t oldP = d->P;
         bool had_pending = d->pending;
-        if ((e = hold_global(d, &g, buf, len))) {
-            snprintf(res->detail.what, sizeof res->detail.what,
-                     "version %llu: its weights", (unsigned long long)g.version);
+        if (mm.is_delta)
+            e = hold_delta(d, &mm.dm, buf, len);
+        else
+            e = hold_global(d, g, buf, len);
+        if (e) {
+            if (e == FMQ_ERR_MODEL)
+                snprintf(res->detail.what, sizeof res->detail.what,
+                         "delta of %u values for a model of %u",
+                         mm.dm.delta.n, d->P);
+            else
+                snprintf(res->detail.what, sizeof res->detail.what,
+                         "version %llu: its weights",
+                         (unsigned long long)g->version);
             goto refused;
         }
         if (oldP && oldP != d->P)
@@ -679,18 +837,18 @@ fmq_err fmq_device_on_global(fmq_device *d, const uint8_t *buf, size_t len,
             goto refused;
         if (had_pending)
             fmq_log_debug("device %s: version %llu supersedes the update of "
-                          "round %llu", d->id, (unsigned long long)g.version,
+                          "round %llu", d->id, (unsigned long long)g->version,
                           (unsigned long long)d->last_trained);
     } else {
-        d->seen_ts = g.ts_ms;
+        d->seen_ts = g->ts_ms;
     }
-    if (!fmq_cohort_member(&g.cohort, g.round, d->id)) {
+    if (!fmq_cohort_member(&g->cohort, g->round, d->id)) {
         res->action = FMQ_DEV_NOT_COHORT;
         d->st.not_cohort++;
-        fmq_msg_global_fini(&g);
+        model_msg_fini(&mm);
         return FMQ_OK;
     }
-    if ((e = train_round(d, &g, seal_to, res, update)))
+    if ((e = train_round(d, g, seal_to, res, update)))
         goto refused;
     /* Remember the update before anyone sees it. */
     fmq_buf keep;
@@ -702,7 +860,7 @@ fmq_err fmq_device_on_global(fmq_device *d, const uint8_t *buf, size_t len,
     uint64_t prev_last = d->last_trained;
     fmq_buf prev_update = d->update;
     d->update = keep;
-    d->last_trained = g.round;
+    d->last_trained = g->round;
     d->pending = true;
     d->acked = false;
     if ((e = save_state(d))) {
@@ -721,11 +879,16 @@ fmq_err fmq_device_on_global(fmq_device *d, const uint8_t *buf, size_t len,
     d->st.last_loss = res->loss;
     d->st.last_norm = res->norm;
     d->st.last_train_s = res->train_s;
-    fmq_msg_global_fini(&g);
+    model_msg_fini(&mm);
     return FMQ_OK;
 refused:
-    fmq_msg_global_fini(&g);
+    model_msg_fini(&mm);
     return refuse(d, res, e);
+}
+
+bool fmq_device_follows_deltas(const fmq_device *d)
+{
+    return d->w && d->deltas;
 }
 
 /* ------------------------------------------------------------- pending */

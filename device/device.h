@@ -6,8 +6,9 @@
  * Two layers, so that every rule is testable without a broker:
  *
  *   fmq_device   the core. No network: it takes the bytes of a global
- *                message and answers with the bytes of an update to
- *                publish (or nothing, and why). It checks fleet and version,
+ *                or delta message (proto/SPEC.md §6.1, §6.6) and answers
+ *                with the bytes of an update to publish (or nothing, and
+ *                why; or that it needs the full model). It checks fleet and version,
  *                applies the cohort rule, trains through a trainer ops
  *                table (common/trainer.h), computes delta = local - global,
  *                quantizes it with error feedback, encodes the update and
@@ -18,13 +19,18 @@
  *                is sealed to the aggregator's public key (the pinned key
  *                that signed the global it trained from, unless a sealing
  *                key is configured) for (fleet, device id, round).
- *                With a state_dir it keeps, across restarts, the latest
- *                global, the error-feedback residual, the last round it
- *                trained and that round's update (write-temp, fsync,
- *                rename: common/fmq.h fmq_file_write_atomic).
+ *                With a state_dir it keeps, across restarts, the model
+ *                weights, the latest model message it took, the
+ *                error-feedback residual, the last round it trained and
+ *                that round's update (write-temp, fsync, rename:
+ *                common/fmq.h fmq_file_write_atomic).
  *
  *   fmq_devrun   one device on one MQTT connection (common/mqtt.h):
- *                subscribes to fedmq/FLEET/model/global, publishes a
+ *                subscribes to fedmq/FLEET/model/global, or, while the
+ *                aggregator publishes deltas (the model message last taken
+ *                says gd) to fedmq/FLEET/model/delta only, fetching the
+ *                retained global once when a delta does not continue from
+ *                the model held (SPEC §6.6, §9.1); publishes a
  *                retained status (its last will says offline), feeds
  *                globals to the core, publishes updates at QoS 1 and keeps
  *                one pending until the broker acknowledged it. It is
@@ -178,7 +184,10 @@ typedef enum {
     FMQ_DEV_RESEND,      /* *update holds this round's update again */
     FMQ_DEV_NOT_COHORT,  /* model kept; this device sits the round out */
     FMQ_DEV_ALREADY,     /* same global, already trained: nothing to do */
-    FMQ_DEV_REFUSED      /* see the returned error; nothing changed */
+    FMQ_DEV_REFUSED,     /* see the returned error; nothing changed */
+    FMQ_DEV_BEHIND       /* a delta for a newer version whose base is not
+                            the version held (or no model is held):
+                            nothing changed; fetch the retained global */
 } fmq_device_action;
 
 typedef struct fmq_device_result {
@@ -190,7 +199,16 @@ typedef struct fmq_device_result {
     fmq_codec_detail detail; /* what was wrong, for decode errors */
 } fmq_device_result;
 
-/* Handles the bytes of one global message. On FMQ_OK, res->action says
+/* Handles the bytes of one model message: a global, or a delta (SPEC
+ * §6.6), each inside its signed envelope; the envelope's body says which.
+ * A delta whose base version is the version held is applied
+ * (w += dequant(d), fmq_quant_add: the aggregator's weights bit for bit)
+ * and is then handled as a newer global; a delta for the version held is
+ * that version published again (stale if its round or model differ); a
+ * delta for a newer version from another base gives FMQ_OK with action
+ * FMQ_DEV_BEHIND and changes nothing: the caller fetches the retained
+ * global. A delta whose length is not the model's is FMQ_ERR_MODEL.
+ * On FMQ_OK, res->action says
  * what happened and, for TRAINED and RESEND, update (reset first) holds
  * the update message to publish on fedmq/<fleet>/update/<id>; the update
  * is then also the device's pending update (fmq_device_pending) until a
@@ -222,19 +240,26 @@ FMQ_NODISCARD fmq_err fmq_device_on_global(fmq_device *d, const uint8_t *buf,
 FMQ_NODISCARD fmq_err fmq_device_pending(const fmq_device *d,
                                          const uint8_t **data, size_t *len,
                                          bool *acked);
-/* The raw global message held, as it arrived (the signed envelope;
- * restored from device.state after a restart), for the runner to handle
- * again at start (it is verified again then): a device that crashed while
- * training trains that round then. FMQ_ERR_NOTFOUND before
+/* The raw model message held (the global or delta last taken), as it
+ * arrived (the signed envelope; restored from device.state after a
+ * restart), for the runner to handle again at start (it is verified again
+ * then; a delta for the version held applies nothing): a device that
+ * crashed while training trains that round then. FMQ_ERR_NOTFOUND before
  * the first global. */
 FMQ_NODISCARD fmq_err fmq_device_held_global(const fmq_device *d,
                                              const uint8_t **data,
                                              size_t *len);
+/* true when the model message last taken says the aggregator publishes
+ * deltas (gd): the runner then follows model/delta. */
+bool fmq_device_follows_deltas(const fmq_device *d);
+
 /* Records that the broker acknowledged the pending update (persisted). */
 FMQ_NODISCARD fmq_err fmq_device_mark_acked(fmq_device *d);
 
 typedef struct fmq_device_stats {
     uint64_t globals, trained, resent, not_cohort, already, refused;
+    uint64_t deltas;  /* deltas applied */
+    uint64_t behind;  /* deltas that did not continue from the model held */
     fmq_reason_count reasons[16]; /* refused, by SPEC §10 reason name */
     uint32_t nreasons;
     uint64_t version, round;  /* model held (0: none yet) */

@@ -7,8 +7,16 @@
  *      it; at the first connection, handle the global held from
  *      device.state again (a round interrupted by a crash is trained now).
  *   2. a held-back update (slow device) whose time has come: publish it.
- *   3. one received message: a global goes to the core; an update it
- *      produces is published at QoS 1 on fedmq/<fleet>/update/<id>.
+ *   3. one received message: a global or a delta goes to the core; an
+ *      update it produces is published at QoS 1 on
+ *      fedmq/<fleet>/update/<id>.
+ * Subscriptions (proto/SPEC.md §6.6, §9.1): model/global while the device
+ * holds no model or the aggregator publishes no deltas (the model message
+ * last taken does not say gd); otherwise model/delta only. A delta that
+ * does not continue from the model held (FMQ_DEV_BEHIND) starts a fetch:
+ * subscribe to model/global, take the retained global, unsubscribe; the
+ * latest delta that arrives meanwhile is parked and handed to the core
+ * after the global (it applies when it continues from it).
  * Updates are published only while connected: when the connection is
  * down they stay pending in the core (and in device.state) and step 1
  * sends them when it returns.
@@ -25,6 +33,11 @@ struct fmq_devrun {
     fmq_device *d;
     fmq_mqtt *mq;
     char t_global[FMQ_ID_MAX + 32];
+    char t_delta[FMQ_ID_MAX + 32];
+    bool sub_global, sub_delta; /* what this client subscribed to */
+    bool fetch;       /* behind: take the retained global */
+    uint32_t stray;   /* globals that came while not subscribed */
+    fmq_buf parked;   /* the latest delta that came during a fetch */
     char t_update[2 * FMQ_ID_MAX + 32];
     char t_status[2 * FMQ_ID_MAX + 32];
     char fleet[FMQ_ID_MAX + 1];
@@ -110,6 +123,44 @@ static void send_pending(fmq_devrun *r, const char *why)
                      fmq_device_id(r->d));
 }
 
+/* Subscribes to what the device should read now (new filters first, so
+ * that nothing is missed between the two) and unsubscribes from the rest:
+ * model/delta while it follows deltas, model/global when it does not or
+ * while it fetches. Errors of subscribe (logged here); an unsubscribe that
+ * fails is only logged. */
+static fmq_err sync_subs(fmq_devrun *r)
+{
+    bool want_delta = fmq_device_follows_deltas(r->d);
+    bool want_global = !want_delta || r->fetch;
+    fmq_err e = FMQ_OK;
+    if (want_delta && !r->sub_delta) {
+        if ((e = fmq_mqtt_subscribe(r->mq, r->t_delta, 1)) == FMQ_OK)
+            r->sub_delta = true;
+    }
+    if (!e && want_global && !r->sub_global) {
+        if ((e = fmq_mqtt_subscribe(r->mq, r->t_global, 1)) == FMQ_OK)
+            r->sub_global = true;
+    }
+    if (e) {
+        fmq_log_warn("device %s: subscribing: %s", fmq_device_id(r->d),
+                     fmq_strerror(e));
+        return e;
+    }
+    if (!want_delta && r->sub_delta) {
+        r->sub_delta = false;
+        e = fmq_mqtt_unsubscribe(r->mq, r->t_delta);
+    }
+    if (!want_global && r->sub_global) {
+        r->sub_global = false;
+        fmq_err e2 = fmq_mqtt_unsubscribe(r->mq, r->t_global);
+        e = e ? e : e2;
+    }
+    if (e && e != FMQ_ERR_NOTFOUND)
+        fmq_log_warn("device %s: unsubscribing: %s", fmq_device_id(r->d),
+                     fmq_strerror(e));
+    return FMQ_OK;
+}
+
 fmq_err fmq_devrun_new(fmq_device *d, const fmq_mqtt_cfg *mc,
                        uint32_t connect_ms, fmq_devrun **out)
 {
@@ -119,12 +170,15 @@ fmq_err fmq_devrun_new(fmq_device *d, const fmq_mqtt_cfg *mc,
         return FMQ_ERR_NOMEM;
     r->d = d;
     fmq_buf_init(&r->upd);
+    fmq_buf_init(&r->parked);
     fmq_err e = FMQ_OK;
     fmq_buf will;
     fmq_buf_init(&will);
     const char *id = fmq_device_id(d);
     snprintf(r->fleet, sizeof r->fleet, "%s", fmq_device_fleet(d));
     snprintf(r->t_global, sizeof r->t_global, "fedmq/%s/model/global",
+             r->fleet);
+    snprintf(r->t_delta, sizeof r->t_delta, "fedmq/%s/model/delta",
              r->fleet);
     snprintf(r->t_update, sizeof r->t_update, "fedmq/%s/update/%s", r->fleet,
              id);
@@ -143,7 +197,7 @@ fmq_err fmq_devrun_new(fmq_device *d, const fmq_mqtt_cfg *mc,
     c.will_qos = 1;
     if ((e = fmq_mqtt_new(&c, &r->mq)))
         goto fail;
-    if ((e = fmq_mqtt_subscribe(r->mq, r->t_global, 1)))
+    if ((e = sync_subs(r)))
         goto fail;
     if ((e = fmq_mqtt_connect(r->mq, connect_ms)))
         goto fail;
@@ -154,6 +208,7 @@ fail:
     fmq_buf_fini(&will);
     fmq_mqtt_destroy(&r->mq);
     fmq_buf_fini(&r->upd);
+    fmq_buf_fini(&r->parked);
     fmq_free(r);
     return e;
 }
@@ -163,10 +218,18 @@ void fmq_devrun_destroy(fmq_devrun **rp)
     if (!rp || !*rp)
         return;
     fmq_devrun *r = *rp;
-    if (r->mq && fmq_mqtt_connected(r->mq))
+    if (r->mq && fmq_mqtt_connected(r->mq)) {
+        /* a fetch in progress: the session must not keep model/global
+         * for the next client of this id, which follows deltas */
+        if (r->sub_global && fmq_device_follows_deltas(r->d) &&
+            fmq_mqtt_unsubscribe(r->mq, r->t_global) != FMQ_OK)
+            fmq_log_debug("device %s: unsubscribing at the end failed",
+                          fmq_device_id(r->d));
         publish_status(r, false);
+    }
     fmq_mqtt_destroy(&r->mq);
     fmq_buf_fini(&r->upd);
+    fmq_buf_fini(&r->parked);
     fmq_free(r);
     *rp = NULL;
 }
@@ -196,9 +259,17 @@ static uint64_t peek_round(const uint8_t *p, size_t len)
         p = m.body;
         len = m.body_len;
     }
+    uint64_t round = 0;
+    if (fmq_codec_peek(p, len, NULL, &t, NULL) == FMQ_OK &&
+        t == FMQ_MSG_DELTA) {
+        fmq_msg_delta dm;
+        if (fmq_codec_decode_delta(p, len, NULL, &dm, NULL) == FMQ_OK)
+            round = dm.g.round;
+        fmq_msg_delta_fini(&dm);
+        return round;
+    }
     fmq_msg_global g;
     fmq_msg_global_init(&g);
-    uint64_t round = 0;
     if (fmq_codec_decode_global(p, len, NULL, &g, NULL) == FMQ_OK)
         round = g.round;
     fmq_msg_global_fini(&g);
@@ -220,8 +291,14 @@ void fmq_devrun_mqtt_stats(const fmq_devrun *r, fmq_mqtt_stats *out)
     fmq_mqtt_get_stats(r->mq, out);
 }
 
-/* Hands one global to the core and publishes what it answers. */
-static void handle_global(fmq_devrun *r, const uint8_t *p, size_t len)
+/* Hands one model message (global or delta) to the core and publishes
+ * what it answers; via_global: it came on model/global (a fetch ends
+ * with the first one the core takes). */
+static void handle_model(fmq_devrun *r, const uint8_t *p, size_t len,
+                         bool via_global);
+
+static void handle_global(fmq_devrun *r, const uint8_t *p, size_t len,
+                          bool via_global)
 {
     /* SPEC §9.1: a newer global while an update is held back (a slow
      * device): send it first, late; the aggregator decides what it is. */
@@ -234,6 +311,20 @@ static void handle_global(fmq_devrun *r, const uint8_t *p, size_t len)
      * core; the device keeps its model and its pending update */
     if (fmq_device_on_global(r->d, p, len, &r->last, &r->upd) != FMQ_OK)
         return;
+    if (r->last.action == FMQ_DEV_BEHIND) {
+        /* keep the delta: it may continue from the global fetched */
+        fmq_buf_reset(&r->parked);
+        if (fmq_buf_append(&r->parked, p, len) != FMQ_OK)
+            fmq_buf_reset(&r->parked);
+        if (!r->fetch)
+            fmq_log_info("device %s: fetching the retained global",
+                         fmq_device_id(r->d));
+        r->fetch = true;
+        (void)sync_subs(r);
+        return;
+    }
+    if (via_global)
+        r->fetch = false;
     if (r->last.action == FMQ_DEV_TRAINED) {
         fmq_log_info("device %s: round %llu trained: %llu samples, loss "
                      "%.4f, %.2f s, update %zu bytes",
@@ -249,6 +340,23 @@ static void handle_global(fmq_devrun *r, const uint8_t *p, size_t len)
             send_pending(r, r->last.action == FMQ_DEV_TRAINED ? "trained"
                                                                : "resend");
     }
+}
+
+static void handle_model(fmq_devrun *r, const uint8_t *p, size_t len,
+                         bool via_global)
+{
+    handle_global(r, p, len, via_global);
+    (void)sync_subs(r);
+    if (r->fetch || !r->parked.len)
+        return;
+    /* the fetch is over: the delta that came meanwhile, if it goes on
+     * from here (an older one is refused stale, a later break fetches
+     * again) */
+    fmq_buf pk = r->parked;
+    fmq_buf_init(&r->parked);
+    handle_global(r, pk.data, pk.len, false);
+    fmq_buf_fini(&pk);
+    (void)sync_subs(r);
 }
 
 fmq_err fmq_devrun_poll(fmq_devrun *r, uint32_t wait_ms, bool *did)
@@ -271,7 +379,7 @@ fmq_err fmq_devrun_poll(fmq_devrun *r, uint32_t wait_ms, bool *did)
                 fmq_buf g;
                 fmq_buf_init(&g);
                 if (fmq_buf_append(&g, p, len) == FMQ_OK)
-                    handle_global(r, g.data, g.len);
+                    handle_model(r, g.data, g.len, false);
                 fmq_buf_fini(&g);
             }
         }
@@ -286,14 +394,24 @@ fmq_err fmq_devrun_poll(fmq_devrun *r, uint32_t wait_ms, bool *did)
         return FMQ_OK;
     if (did)
         *did = true;
-    if (strcmp(m.topic, r->t_global) == 0) {
+    bool on_global = strcmp(m.topic, r->t_global) == 0;
+    if (on_global || strcmp(m.topic, r->t_delta) == 0) {
         fmq_devrun_verdict v = FMQ_DEVRUN_TAKE;
         if (r->filter)
             v = r->filter(r->filter_arg, r, peek_round(m.payload, m.len));
         if (v == FMQ_DEVRUN_HOLD)
             r->hold_until = INFINITY;
         if (v != FMQ_DEVRUN_SKIP)
-            handle_global(r, m.payload, m.len);
+            handle_model(r, m.payload, m.len, on_global);
+        /* Globals keep coming while not subscribed: the broker's session
+         * still has model/global from an earlier client of this id (one or
+         * two are messages in flight at an unsubscribe). Drop it, once. */
+        if (on_global && !r->sub_global && ++r->stray == 3 &&
+            fmq_mqtt_connected(r->mq) &&
+            fmq_mqtt_subscribe(r->mq, r->t_global, 1) == FMQ_OK &&
+            fmq_mqtt_unsubscribe(r->mq, r->t_global) != FMQ_OK)
+            fmq_log_debug("device %s: unsubscribing a stray model/global "
+                          "failed", fmq_device_id(r->d));
     }
     else
         fmq_log_debug("device %s: ignored a message on %s",

@@ -10,6 +10,12 @@
  * The hostile-device hook (tamper_fn) and its ready-made attacks: a scaled
  * delta and Gaussian noise are what the device publishes, within the q8
  * quantization error.
+ * Global deltas (SPEC §6.6): applied bit for bit (the weights equal the
+ * base plus the dequantized delta, as the aggregator computes them), a
+ * broken chain is FMQ_DEV_BEHIND with nothing changed, forged, stale and
+ * misfit deltas are refused, the weights survive a restart; and a runner
+ * on a real broker follows deltas, fetches the retained global once when
+ * it misses one, and goes back to deltas.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -35,6 +41,9 @@ static fmq_dataset ds = {N, DIM, CLASSES, 1, 1, DIM, xs, ys};
  * a second aggregator key (rotation) and a stranger's. */
 static fmq_trust_key *agg, *agg_pub, *agg2, *agg2_pub, *stranger;
 
+/* Set to make the next plain globals say gd (deltas on model/delta). */
+static bool plain_gd;
+
 /* A plain global of `fleet`, round r, version v, logreg on DIM inputs,
  * weights 0.01 * i * wscale. */
 static void make_plain(fmq_buf *b, const char *fleet, uint64_t r, uint64_t v,
@@ -53,6 +62,7 @@ static void make_plain(fmq_buf *b, const char *fleet, uint64_t r, uint64_t v,
     g.ts_ms = ts;
     g.train = (fmq_train_cfg){.epochs = 1, .batch = 8, .lr = 0.1f};
     g.uq = (fmq_uq){.scheme = FMQ_Q_Q8, .block = 4, .error_feedback = true};
+    g.deltas = plain_gd;
     fmq_quant_cfg qc = {FMQ_Q_F32, 0, false};
     assert_int_equal(fmq_quant_encode(&qc, w, P, NULL, &g.weights), FMQ_OK);
     fmq_buf_init(b);
@@ -561,6 +571,335 @@ static void agg_key_lists_load_public_keys_only(void **s)
     fmq_log_set_level(FMQ_LOG_NOTICE);
 }
 
+/* ------------------------------------------------------------- deltas */
+
+enum { P_DELTA = DIM * CLASSES + CLASSES };
+
+/* A delta message from base bv to version mv for round r, the tensor
+ * x (P_DELTA,) quantized with scheme s (block 4), signed by key (NULL:
+ * plain); n values (P_DELTA unless testing a misfit). */
+static void make_delta(fmq_buf *b, const fmq_trust_key *key, const char *fleet,
+                       uint64_t r, uint64_t mv, uint64_t bv, uint64_t ts,
+                       fmq_scheme sch, const float *x, uint32_t n)
+{
+    fmq_msg_delta m;
+    fmq_msg_delta_init(&m);
+    snprintf(m.g.fleet, sizeof m.g.fleet, "%s", fleet);
+    snprintf(m.g.model, sizeof m.g.model, "logreg");
+    m.g.round = r;
+    m.g.version = mv;
+    m.base = bv;
+    m.g.ts_ms = ts;
+    m.g.train = (fmq_train_cfg){.epochs = 1, .batch = 8, .lr = 0.1f};
+    m.g.uq = (fmq_uq){.scheme = FMQ_Q_Q8, .block = 4, .error_feedback = true};
+    m.g.deltas = true;
+    fmq_quant_cfg qc = {sch, 4, false};
+    assert_int_equal(fmq_quant_encode(&qc, x, n, NULL, &m.delta), FMQ_OK);
+    fmq_buf plain;
+    fmq_buf_init(&plain);
+    assert_int_equal(fmq_codec_encode_delta(&m, &plain), FMQ_OK);
+    fmq_buf_init(b);
+    if (key)
+        assert_int_equal(fmq_trust_sign(key, NULL, plain.data, plain.len, b),
+                         FMQ_OK);
+    else
+        assert_int_equal(fmq_buf_append(b, plain.data, plain.len), FMQ_OK);
+    fmq_buf_fini(&plain);
+    fmq_msg_delta_fini(&m);
+}
+
+/* base + dequant(Q_s(x)), each a float32 addition: what the aggregator
+ * holds after publishing that delta (computed here without the device). */
+static void expect_after(const float *base, const float *x, fmq_scheme sch,
+                         float *out)
+{
+    fmq_quant_cfg qc = {sch, 4, false};
+    fmq_qtensor q;
+    float dq[P_DELTA];
+    assert_int_equal(fmq_quant_encode(&qc, x, P_DELTA, NULL, &q), FMQ_OK);
+    assert_int_equal(fmq_quant_decode(&q, dq), FMQ_OK);
+    for (uint32_t i = 0; i < P_DELTA; i++)
+        out[i] = base[i] + dq[i];
+    fmq_qtensor_fini(&q);
+}
+
+static void delta_values(float *x, uint32_t seed)
+{
+    fmq_rng r;
+    fmq_rng_seed(&r, seed);
+    for (uint32_t i = 0; i < P_DELTA; i++)
+        x[i] = (float)(0.01 * fmq_rng_normal(&r));
+}
+
+static void deltas_apply_bit_for_bit_and_a_broken_chain_is_behind(void **s)
+{
+    (void)s;
+    fmq_log_set_level(FMQ_LOG_ERR);
+    char dir[512];
+    assert_int_equal(fmq_test_tmpdir("device-delta", dir, sizeof dir),
+                     FMQ_OK);
+    fmq_device *d = open_dev(dir);
+    fmq_buf g1, u, dl;
+    fmq_buf_init(&u);
+    plain_gd = true;
+    make_global(&g1, "f1", 1, 1, 100);
+    plain_gd = false;
+    fmq_device_result res;
+    assert_int_equal(fmq_device_on_global(d, g1.data, g1.len, &res, &u),
+                     FMQ_OK);
+    assert_int_equal(res.action, FMQ_DEV_TRAINED);
+    assert_true(fmq_device_follows_deltas(d));
+    float want[P_DELTA], x[P_DELTA], keep[P_DELTA];
+    uint32_t P;
+    memcpy(want, fmq_device_weights(d, &P), sizeof want);
+    assert_int_equal(P, P_DELTA);
+
+    /* v1 -> v2 (q8), v2 -> v3 (q4), v3 -> v4 (f16): applied exactly */
+    const fmq_scheme sch[3] = {FMQ_Q_Q8, FMQ_Q_Q4, FMQ_Q_F16};
+    for (uint64_t v = 1; v <= 3; v++) {
+        delta_values(x, (uint32_t)v);
+        expect_after(want, x, sch[v - 1], want);
+        make_delta(&dl, agg, "f1", v + 1, v + 1, v, 100 + v, sch[v - 1], x,
+                   P_DELTA);
+        assert_int_equal(fmq_device_on_global(d, dl.data, dl.len, &res, &u),
+                         FMQ_OK);
+        assert_int_equal(res.action, FMQ_DEV_TRAINED);
+        assert_int_equal(res.version, v + 1);
+        assert_memory_equal(fmq_device_weights(d, NULL), want, sizeof want);
+        fmq_buf_fini(&dl);
+    }
+    fmq_device_stats st;
+    fmq_device_get_stats(d, &st);
+    assert_int_equal(st.deltas, 3);
+    assert_int_equal(st.trained, 4);
+    assert_int_equal(st.version, 4);
+
+    /* the same version announced again: nothing applied; a new ts resends */
+    delta_values(x, 3);
+    make_delta(&dl, agg, "f1", 4, 4, 3, 103, FMQ_Q_F16, x, P_DELTA);
+    assert_int_equal(fmq_device_on_global(d, dl.data, dl.len, &res, &u),
+                     FMQ_OK);
+    assert_int_equal(res.action, FMQ_DEV_ALREADY);
+    fmq_buf_fini(&dl);
+    make_delta(&dl, agg, "f1", 4, 4, 3, 999, FMQ_Q_F16, x, P_DELTA);
+    assert_int_equal(fmq_device_on_global(d, dl.data, dl.len, &res, &u),
+                     FMQ_OK);
+    assert_int_equal(res.action, FMQ_DEV_RESEND);
+    assert_memory_equal(fmq_device_weights(d, NULL), want, sizeof want);
+    fmq_buf_fini(&dl);
+
+    /* a missed delta: v5 -> v6 while holding v4 is behind, nothing moves */
+    memcpy(keep, want, sizeof keep);
+    make_delta(&dl, agg, "f1", 6, 6, 5, 200, FMQ_Q_Q8, x, P_DELTA);
+    fmq_buf_reset(&u);
+    assert_int_equal(fmq_device_on_global(d, dl.data, dl.len, &res, &u),
+                     FMQ_OK);
+    assert_int_equal(res.action, FMQ_DEV_BEHIND);
+    assert_int_equal(u.len, 0);
+    fmq_device_get_stats(d, &st);
+    assert_int_equal(st.behind, 1);
+    assert_int_equal(st.version, 4);
+    assert_int_equal(st.refused, 0);
+    assert_memory_equal(fmq_device_weights(d, NULL), keep, sizeof keep);
+    fmq_buf_fini(&dl);
+
+    /* refused with their reasons, model and pending update kept */
+    make_delta(&dl, agg, "f1", 3, 3, 2, 300, FMQ_Q_Q8, x, P_DELTA);
+    expect_refused(d, &dl, FMQ_ERR_STALE, "older");
+    fmq_buf_fini(&dl);
+    make_delta(&dl, agg, "f1", 9, 4, 3, 300, FMQ_Q_Q8, x, P_DELTA);
+    expect_refused(d, &dl, FMQ_ERR_STALE, "other content");
+    fmq_buf_fini(&dl);
+    make_delta(&dl, agg, "f1", 5, 5, 4, 300, FMQ_Q_Q8, x, P_DELTA - 1);
+    expect_refused(d, &dl, FMQ_ERR_MODEL, "values");
+    fmq_buf_fini(&dl);
+    make_delta(&dl, agg, "f2", 5, 5, 4, 300, FMQ_Q_Q8, x, P_DELTA);
+    expect_refused(d, &dl, FMQ_ERR_FLEET, "f2");
+    fmq_buf_fini(&dl);
+    make_delta(&dl, stranger, "f1", 5, 5, 4, 300, FMQ_Q_Q8, x, P_DELTA);
+    expect_refused(d, &dl, FMQ_ERR_KEY, NULL);
+    fmq_buf_fini(&dl);
+    make_delta(&dl, NULL, "f1", 5, 5, 4, 300, FMQ_Q_Q8, x, P_DELTA);
+    expect_refused(d, &dl, FMQ_ERR_SIG, NULL);
+    fmq_buf_fini(&dl);
+    make_delta(&dl, agg, "f1", 5, 5, 4, 300, FMQ_Q_Q8, x, P_DELTA);
+    dl.data[dl.len / 2] ^= 0x10; /* inside the body */
+    assert_int_not_equal(fmq_device_on_global(d, dl.data, dl.len, &res, &u),
+                         FMQ_OK);
+    assert_int_equal(res.action, FMQ_DEV_REFUSED);
+    assert_memory_equal(fmq_device_weights(d, NULL), keep, sizeof keep);
+    fmq_buf_fini(&dl);
+
+    /* the fetched full model, then deltas again from it */
+    fmq_buf g6;
+    plain_gd = true;
+    make_global(&g6, "f1", 6, 6, 400);
+    plain_gd = false;
+    assert_int_equal(fmq_device_on_global(d, g6.data, g6.len, &res, &u),
+                     FMQ_OK);
+    assert_int_equal(res.action, FMQ_DEV_TRAINED);
+    memcpy(want, fmq_device_weights(d, NULL), sizeof want);
+    delta_values(x, 7);
+    expect_after(want, x, FMQ_Q_Q8, want);
+    make_delta(&dl, agg, "f1", 7, 7, 6, 500, FMQ_Q_Q8, x, P_DELTA);
+    assert_int_equal(fmq_device_on_global(d, dl.data, dl.len, &res, &u),
+                     FMQ_OK);
+    assert_int_equal(res.action, FMQ_DEV_TRAINED);
+    assert_memory_equal(fmq_device_weights(d, NULL), want, sizeof want);
+    fmq_buf_fini(&dl);
+    fmq_device_destroy(&d);
+
+    /* a restart: the weights built by deltas come back bit for bit, and
+     * the held delta (the last message taken) trains nothing again */
+    d = open_dev(dir);
+    assert_memory_equal(fmq_device_weights(d, NULL), want, sizeof want);
+    assert_true(fmq_device_follows_deltas(d));
+    const uint8_t *p;
+    size_t len;
+    assert_int_equal(fmq_device_held_global(d, &p, &len), FMQ_OK);
+    fmq_buf held;
+    fmq_buf_init(&held);
+    assert_int_equal(fmq_buf_append(&held, p, len), FMQ_OK);
+    assert_int_equal(fmq_device_on_global(d, held.data, held.len, &res, &u),
+                     FMQ_OK);
+    assert_int_equal(res.action, FMQ_DEV_ALREADY);
+    /* a global of its own version from the aggregator is not stale */
+    fmq_buf g7;
+    make_global(&g7, "f1", 7, 7, 500);
+    assert_int_equal(fmq_device_on_global(d, g7.data, g7.len, &res, &u),
+                     FMQ_OK);
+    assert_int_equal(res.action, FMQ_DEV_ALREADY);
+    assert_false(fmq_device_follows_deltas(d)); /* it did not say gd */
+    fmq_buf_fini(&g7);
+    fmq_buf_fini(&held);
+    fmq_buf_fini(&g6);
+    fmq_buf_fini(&g1);
+    fmq_buf_fini(&u);
+    fmq_device_destroy(&d);
+    fmq_log_set_level(FMQ_LOG_NOTICE);
+}
+
+/* Polls r until cond(d) or about 10 s. */
+static bool poll_until(fmq_devrun *r, fmq_device *d,
+                       bool (*cond)(fmq_device *d, uint64_t arg),
+                       uint64_t arg)
+{
+    for (int i = 0; i < 1000; i++) {
+        if (cond(d, arg))
+            return true;
+        bool did;
+        assert_int_equal(fmq_devrun_poll(r, 10, &did), FMQ_OK);
+    }
+    return cond(d, arg);
+}
+
+static bool holds_version(fmq_device *d, uint64_t v)
+{
+    fmq_device_stats st;
+    fmq_device_get_stats(d, &st);
+    return st.version == v;
+}
+
+static void publish(fmq_mqtt *m, const char *topic, const fmq_buf *b,
+                    bool retain)
+{
+    assert_int_equal(fmq_mqtt_publish(m, topic, b->data, b->len, 1, retain,
+                                      5000), FMQ_OK);
+}
+
+static void a_runner_follows_deltas_and_fetches_the_global_when_behind(
+    void **s)
+{
+    (void)s;
+    fmq_log_set_level(FMQ_LOG_ERR);
+    fmq_test_broker br;
+    assert_int_equal(fmq_test_broker_start(false, &br), FMQ_OK);
+    fmq_mqtt_cfg mc;
+    fmq_mqtt_cfg_defaults(&mc);
+    mc.uri = br.uri;
+    mc.client_id = "fedmq-agg-f1";
+    fmq_mqtt *agg_mq;
+    assert_int_equal(fmq_mqtt_new(&mc, &agg_mq), FMQ_OK);
+    assert_int_equal(fmq_mqtt_connect(agg_mq, 5000), FMQ_OK);
+    const char *tg = "fedmq/f1/model/global", *td = "fedmq/f1/model/delta";
+
+    /* v1 retained (gd) before the device exists */
+    fmq_buf g, dl;
+    plain_gd = true;
+    make_global(&g, "f1", 1, 1, 100);
+    publish(agg_mq, tg, &g, true);
+    fmq_buf_fini(&g);
+    fmq_device *d = open_dev(NULL);
+    fmq_devrun *r;
+    fmq_mqtt_cfg dc;
+    fmq_mqtt_cfg_defaults(&dc);
+    dc.uri = br.uri;
+    assert_int_equal(fmq_devrun_new(d, &dc, 5000, &r), FMQ_OK);
+    assert_true(poll_until(r, d, holds_version, 1));
+    float want[P_DELTA], x[P_DELTA];
+    memcpy(want, fmq_device_weights(d, NULL), sizeof want);
+    for (int i = 0; i < 20; i++) /* let it switch to deltas */
+        assert_int_equal(fmq_devrun_poll(r, 10, NULL), FMQ_OK);
+
+    /* v2: the global (retained) and its delta; the device takes the delta */
+    make_global(&g, "f1", 2, 2, 200);
+    publish(agg_mq, tg, &g, true);
+    fmq_buf_fini(&g);
+    delta_values(x, 2);
+    expect_after(want, x, FMQ_Q_Q8, want);
+    make_delta(&dl, agg, "f1", 2, 2, 1, 200, FMQ_Q_Q8, x, P_DELTA);
+    publish(agg_mq, td, &dl, false);
+    fmq_buf_fini(&dl);
+    assert_true(poll_until(r, d, holds_version, 2));
+    assert_memory_equal(fmq_device_weights(d, NULL), want, sizeof want);
+
+    /* v3's delta is lost; v4's does not chain: the device fetches the
+     * retained v4, then takes v5's delta */
+    make_global(&g, "f1", 3, 3, 300);
+    publish(agg_mq, tg, &g, true);
+    fmq_buf_fini(&g);
+    make_global(&g, "f1", 4, 4, 400);
+    publish(agg_mq, tg, &g, true);
+    fmq_buf_fini(&g);
+    make_delta(&dl, agg, "f1", 4, 4, 3, 400, FMQ_Q_Q8, x, P_DELTA);
+    publish(agg_mq, td, &dl, false);
+    fmq_buf_fini(&dl);
+    assert_true(poll_until(r, d, holds_version, 4));
+    memcpy(want, fmq_device_weights(d, NULL), sizeof want);
+    for (int i = 0; i < 20; i++) /* the unsubscribe */
+        assert_int_equal(fmq_devrun_poll(r, 10, NULL), FMQ_OK);
+    make_global(&g, "f1", 5, 5, 500);
+    publish(agg_mq, tg, &g, true);
+    fmq_buf_fini(&g);
+    delta_values(x, 5);
+    expect_after(want, x, FMQ_Q_Q4, want);
+    make_delta(&dl, agg, "f1", 5, 5, 4, 500, FMQ_Q_Q4, x, P_DELTA);
+    publish(agg_mq, td, &dl, false);
+    fmq_buf_fini(&dl);
+    assert_true(poll_until(r, d, holds_version, 5));
+    assert_memory_equal(fmq_device_weights(d, NULL), want, sizeof want);
+    plain_gd = false;
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(fmq_devrun_poll(r, 10, NULL), FMQ_OK);
+
+    /* what came: global v1, delta v2, delta v4 (behind), global v4 (the
+     * fetch), delta v5: the globals v2, v3 and v5 never reached it */
+    fmq_device_stats st;
+    fmq_device_get_stats(d, &st);
+    assert_int_equal(st.deltas, 2);
+    assert_int_equal(st.behind, 1);
+    assert_int_equal(st.refused, 0);
+    assert_int_equal(st.trained, 4);
+    fmq_mqtt_stats ms;
+    fmq_devrun_mqtt_stats(r, &ms);
+    assert_int_equal(ms.msgs_in, 5);
+    fmq_devrun_destroy(&r);
+    fmq_device_destroy(&d);
+    fmq_mqtt_destroy(&agg_mq);
+    fmq_test_broker_stop(&br);
+    fmq_log_set_level(FMQ_LOG_NOTICE);
+}
+
 /* ------------------------------------------------------------- tamper */
 
 enum { P_LOGREG = DIM * CLASSES + CLASSES };
@@ -758,6 +1097,8 @@ int main(void)
         cmocka_unit_test(a_scale_attack_publishes_minus_ten_times_the_honest_delta),
         cmocka_unit_test(a_noise_attack_has_the_requested_std_per_device_and_round),
         cmocka_unit_test(attack_specs_are_checked),
+        cmocka_unit_test(deltas_apply_bit_for_bit_and_a_broken_chain_is_behind),
+        cmocka_unit_test(a_runner_follows_deltas_and_fetches_the_global_when_behind),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

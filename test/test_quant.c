@@ -753,6 +753,37 @@ static void plain_free(void *arg, void *p)
     free(p);
 }
 
+/* fmq_quant_add, the rule of a global delta (SPEC §6.6): w + x' exactly,
+ * coordinate by coordinate, for every scheme. */
+static void add_is_one_float_addition_of_the_decoded_values(void **state)
+{
+    (void)state;
+    enum { n = 1001 };
+    static float x[n], w[n], want[n], dq[n], scratch[n];
+    fmq_rng r;
+    fmq_rng_seed(&r, 77);
+    for (int s = 0; s < FMQ_Q__COUNT; s++) {
+        for (uint32_t i = 0; i < n; i++) {
+            x[i] = (float)(0.01 * fmq_rng_normal(&r));
+            w[i] = (float)fmq_rng_normal(&r);
+        }
+        fmq_quant_cfg cfg = {(fmq_scheme)s, 64, false};
+        fmq_qtensor q;
+        assert_int_equal(fmq_quant_encode(&cfg, x, n, NULL, &q), FMQ_OK);
+        assert_int_equal(fmq_quant_decode(&q, dq), FMQ_OK);
+        for (uint32_t i = 0; i < n; i++) {
+            volatile float sum = w[i] + dq[i]; /* one rounding, in memory */
+            want[i] = sum;
+        }
+        assert_int_equal(fmq_quant_add(&q, w, scratch), FMQ_OK);
+        assert_memory_equal(w, want, sizeof want);
+        assert_int_equal(fmq_quant_add(NULL, w, scratch), FMQ_ERR_INVAL);
+        assert_int_equal(fmq_quant_add(&q, w, NULL), FMQ_ERR_INVAL);
+        assert_memory_equal(w, want, sizeof want);
+        fmq_qtensor_fini(&q);
+    }
+}
+
 static void out_of_memory_is_reported_and_changes_nothing(void **state)
 {
     (void)state;
@@ -797,6 +828,7 @@ int main(void)
         cmocka_unit_test(accumulate_equals_decode_then_add),
         cmocka_unit_test(a_decoded_range_equals_the_same_slice_of_the_whole),
         cmocka_unit_test(check_refuses_every_malformed_tensor),
+        cmocka_unit_test(add_is_one_float_addition_of_the_decoded_values),
         cmocka_unit_test(out_of_memory_is_reported_and_changes_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
