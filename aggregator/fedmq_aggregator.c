@@ -32,6 +32,7 @@
 #include "cli.h"
 #include "codec.h"
 #include "data.h"
+#include "monitor.h"
 #include "mqtt.h"
 #include "nn.h"
 
@@ -47,6 +48,8 @@ typedef struct opts {
     uint64_t seed;
     bool stochastic, no_ef, no_sign, no_seal;
     const char *sign_key, *seal_key;
+    const char *metrics_file, *prom_file;
+    fmq_monitor_cfg mon;
     uint32_t checkpoint_ms;
     fmq_mqtt_cfg mc;
 } opts;
@@ -155,6 +158,24 @@ static const fmq_conf_key keys[] = {
      "updates (debugging only)", 0, 0, false},
     {"save", FMQ_CONF_STR, NULL, "at the end, write the model as float32 LE "
      "(the format of fedmq-train --save)", 0, 0, false},
+    {"metrics_file", FMQ_CONF_STR, NULL, "append one JSON line per round "
+     "(the metrics and the flags) to this file (default: "
+     "<state_dir>/metrics.jsonl; '-' for none)", 0, 0, false},
+    {"prom_file", FMQ_CONF_STR, NULL, "write the round's metrics in "
+     "Prometheus text format to this file, atomically, for node_exporter's "
+     "textfile collector (e.g. /var/lib/prometheus/node-exporter/fedmq.prom;"
+     " unset: none)", 0, 0, false},
+    {"flag_stuck_rounds", FMQ_CONF_UINT, "3", "flag a device online and in "
+     "the cohort that sent nothing counted for this many rounds (0: off)", 0,
+     1000000, false},
+    {"flag_noisy_z", FMQ_CONF_DOUBLE, "3.5", "flag a device whose update "
+     "norm has a robust z-score above this in its round (0: off)", 0, 1e6,
+     false},
+    {"flag_rejected", FMQ_CONF_UINT, "3", "flag a device with this many "
+     "rejected updates (duplicates aside) in flag_window rounds (0: off)", 0,
+     1000000, false},
+    {"flag_window", FMQ_CONF_UINT, "5", "rounds flag_rejected counts over",
+     1, 64, false},
 };
 
 /* A key without a default: NaN when it is not given. */
@@ -197,6 +218,8 @@ static int parse(int argc, char **argv, fmq_conf *c, opts *o)
         .scheme = fmq_conf_str(c, "scheme"),
         .global_scheme = fmq_conf_str(c, "global_scheme"),
         .save = fmq_conf_str(c, "save"),
+        .metrics_file = fmq_conf_str(c, "metrics_file"),
+        .prom_file = fmq_conf_str(c, "prom_file"),
         .rounds = (uint32_t)fmq_conf_uint(c, "rounds"),
         .cohort = (uint32_t)fmq_conf_uint(c, "cohort"),
         .quorum = (uint32_t)fmq_conf_uint(c, "quorum"),
@@ -234,6 +257,11 @@ static int parse(int argc, char **argv, fmq_conf *c, opts *o)
     o->hp.dp_clip = opt_double(c, "dp_clip");
     o->hp.dp_noise = opt_double(c, "dp_noise");
     o->hp.dp_seed = fmq_conf_uint(c, "dp_seed");
+    fmq_monitor_cfg_defaults(&o->mon);
+    o->mon.stuck_rounds = (uint32_t)fmq_conf_uint(c, "flag_stuck_rounds");
+    o->mon.noisy_z = fmq_conf_double(c, "flag_noisy_z");
+    o->mon.rejected_max = (uint32_t)fmq_conf_uint(c, "flag_rejected");
+    o->mon.rejected_window = (uint32_t)fmq_conf_uint(c, "flag_window");
     if (strcmp(o->norm_action, "clip") && strcmp(o->norm_action, "reject")) {
         fprintf(stderr, "%s: norm_action '%s': use clip or reject\n", prog,
                 o->norm_action);
@@ -351,6 +379,75 @@ static void publish_agg_status(fmq_mqtt *mq, const char *fleet, bool on,
     fmq_buf_fini(&b);
 }
 
+/* A device's status (SPEC §6.3) on fedmq/<fleet>/status/<dev>: online or
+ * not, for the stuck flag. The topic names the device; a status naming
+ * another is ignored. */
+static void on_device_status(fmq_monitor *mon, const char *dev,
+                             const uint8_t *p, size_t len)
+{
+    fmq_msg_status st;
+    if (fmq_codec_decode_status(p, len, NULL, &st, NULL) != FMQ_OK) {
+        fmq_log_info("aggregator: status of %s does not decode; ignored", dev);
+        return;
+    }
+    if (strcmp(st.device, dev) != 0) {
+        fmq_log_info("aggregator: status on %s's topic names %s; ignored", dev,
+                     st.device);
+        return;
+    }
+    (void)fmq_monitor_on_status(mon, dev, st.online);
+}
+
+/* After a round: flags (logged, in the metrics), the retained metrics
+ * message, a JSON line, the Prometheus file. A failure here is logged and
+ * the rounds go on. */
+static void report_round(fmq_agg *a, const fmq_agg_report *rep, uint64_t now,
+                         fmq_monitor *mon, fmq_mqtt *mq, const char *t_metrics,
+                         const char *jsonl, const char *prom)
+{
+    enum { MAXF = 64 };
+    fmq_monitor_flag mf[MAXF];
+    fmq_flag fl[MAXF];
+    size_t nf;
+    fmq_monitor_close_round(mon, NULL, NULL, mf, MAXF, &nf);
+    size_t kept = nf < MAXF ? nf : MAXF;
+    for (size_t i = 0; i < kept; i++) {
+        fl[i] = mf[i].flag;
+        fmq_log_warn("aggregator: round %llu: flagged %s: %s (%s)",
+                     (unsigned long long)rep->round, mf[i].flag.device,
+                     mf[i].flag.why, mf[i].detail);
+    }
+    if (nf > kept)
+        fmq_log_warn("aggregator: round %llu: %zu more flags not listed",
+                     (unsigned long long)rep->round, nf - kept);
+    fmq_msg_metrics mt;
+    fmq_agg_metrics(a, rep, now, &mt);
+    mt.flags = fl;
+    mt.nflags = (uint32_t)kept;
+    fmq_buf b;
+    fmq_buf_init(&b);
+    fmq_err e = fmq_codec_encode_metrics(&mt, &b);
+    if (!e)
+        e = fmq_mqtt_publish(mq, t_metrics, b.data, b.len, 1, true, 0);
+    if (e)
+        fprintf(stderr, "fedmq-aggregator: metrics: %s\n", fmq_strerror(e));
+    if (jsonl[0]) {
+        b.len = 0;
+        if ((e = fmq_monitor_json(&mt, mf, kept, &b)) ||
+            (e = fmq_monitor_append(jsonl, b.data, b.len)))
+            fprintf(stderr, "fedmq-aggregator: metrics file %s: %s\n", jsonl,
+                    fmq_strerror(e));
+    }
+    if (prom) {
+        b.len = 0;
+        if ((e = fmq_monitor_prometheus(mon, &mt, mf, kept, &b)) ||
+            (e = fmq_file_write_atomic(prom, b.data, b.len)))
+            fprintf(stderr, "fedmq-aggregator: Prometheus file %s: %s\n",
+                    prom, fmq_strerror(e));
+    }
+    fmq_buf_fini(&b);
+}
+
 int main(int argc, char **argv)
 {
     opts o;
@@ -406,6 +503,22 @@ int main(int argc, char **argv)
         return 1;
     }
     char t_global[160], t_updates[160], t_metrics[160], t_status[160];
+    char t_devstatus[160], p_devstatus[160], p_update[160];
+    snprintf(t_devstatus, sizeof t_devstatus, "fedmq/%s/status/+", o.fleet);
+    snprintf(p_devstatus, sizeof p_devstatus, "fedmq/%s/status/", o.fleet);
+    snprintf(p_update, sizeof p_update, "fedmq/%s/update/", o.fleet);
+    /* The operators' view (common/monitor.h): flags, the JSON-lines file,
+     * the Prometheus file. */
+    fmq_monitor *mon;
+    if ((e = fmq_monitor_new(&o.mon, &mon))) {
+        fprintf(stderr, "fedmq-aggregator: flags: %s\n", fmq_strerror(e));
+        return 1;
+    }
+    char jsonl[1024] = "";
+    if (!o.metrics_file)
+        snprintf(jsonl, sizeof jsonl, "%s/metrics.jsonl", o.state_dir);
+    else if (strcmp(o.metrics_file, "-") != 0)
+        snprintf(jsonl, sizeof jsonl, "%s", o.metrics_file);
     snprintf(t_global, sizeof t_global, "fedmq/%s/model/global", o.fleet);
     snprintf(t_updates, sizeof t_updates, "fedmq/%s/update/+", o.fleet);
     snprintf(t_metrics, sizeof t_metrics, "fedmq/%s/metrics", o.fleet);
@@ -434,7 +547,8 @@ int main(int argc, char **argv)
                 fmq_strerror(e));
         return 1;
     }
-    if ((e = fmq_mqtt_subscribe(mq, t_updates, 1))) {
+    if ((e = fmq_mqtt_subscribe(mq, t_updates, 1)) ||
+        (e = fmq_mqtt_subscribe(mq, t_devstatus, 1))) {
         fprintf(stderr, "fedmq-aggregator: subscribe: %s\n", fmq_strerror(e));
         return 1;
     }
@@ -487,12 +601,27 @@ int main(int argc, char **argv)
         e = fmq_mqtt_next(mq, 50, &m);
         uint64_t now = fmq_now_ms();
         if (e == FMQ_OK) {
-            fmq_agg_verdict v;
-            /* a rejection is counted and logged by the core; the loop
-             * goes on whatever the bytes were */
-            if (fmq_agg_on_update(a, m.topic, m.payload, m.len, now, &v) ==
-                FMQ_OK)
-                fmq_log_debug("update on %s: verdict %d", m.topic, (int)v);
+            if (strncmp(m.topic, p_devstatus, strlen(p_devstatus)) == 0)
+                on_device_status(mon, m.topic + strlen(p_devstatus),
+                                 m.payload, m.len);
+            else {
+                fmq_agg_verdict v;
+                /* a rejection is counted and logged by the core; the loop
+                 * goes on whatever the bytes were */
+                fmq_err ue = fmq_agg_on_update(a, m.topic, m.payload, m.len,
+                                               now, &v);
+                const char *dev = strncmp(m.topic, p_update,
+                                          strlen(p_update)) == 0
+                                      ? m.topic + strlen(p_update)
+                                      : "?";
+                if (ue == FMQ_OK)
+                    fmq_log_debug("update on %s: verdict %d", m.topic, (int)v);
+                if (ue == FMQ_OK && (v == FMQ_AGG_COUNTED || v == FMQ_AGG_FOLDED))
+                    (void)fmq_monitor_on_update(mon, dev, fmq_agg_last_norm(a));
+                /* a duplicate is a device's ordinary resend */
+                else if (ue && ue != FMQ_ERR_DUPLICATE)
+                    (void)fmq_monitor_on_reject(mon, dev, fmq_errname(ue));
+            }
             fmq_mqtt_msg_free(&m);
         }
         if (fmq_agg_dirty(a) && now - last_ckpt >= o.checkpoint_ms) {
@@ -515,13 +644,8 @@ int main(int argc, char **argv)
         fmq_agg_format_report(&rep, line, sizeof line);
         printf("%s\n", line);
         fflush(stdout);
-        fmq_buf mb;
-        fmq_buf_init(&mb);
-        if ((e = fmq_agg_encode_metrics(a, &rep, now, &mb)) ||
-            (e = fmq_mqtt_publish(mq, t_metrics, mb.data, mb.len, 1, true, 0)))
-            fprintf(stderr, "fedmq-aggregator: metrics: %s\n",
-                    fmq_strerror(e));
-        fmq_buf_fini(&mb);
+        report_round(a, &rep, now, mon, mq, t_metrics, jsonl, o.prom_file);
+        publish_agg_status(mq, o.fleet, true, a, t_status);
         done++;
         n_updates += rep.participants + rep.late;
         update_bytes += rep.bytes_in;
@@ -552,6 +676,7 @@ int main(int argc, char **argv)
     if (o.save && save_weights(o.save, fmq_agg_weights(a), fmq_agg_nparams(a)))
         rc = 1;
     publish_agg_status(mq, o.fleet, false, a, t_status);
+    fmq_monitor_destroy(&mon);
     fmq_mqtt_destroy(&mq);
     fmq_buf_fini(&wb);
     fmq_agg_destroy(&a);

@@ -61,12 +61,11 @@ void fmq_monitor_destroy(fmq_monitor **mp);
  * a counted update and its norm (NaN if unknown); a rejected update and
  * its reason. Unknown devices are added (FMQ_ERR_NOMEM if that fails:
  * the event is then not recorded). */
-FMQ_NODISCARD fmq_err fmq_monitor_on_status(fmq_monitor *m, const char *device,
-                                            bool online);
-FMQ_NODISCARD fmq_err fmq_monitor_on_update(fmq_monitor *m, const char *device,
-                                            double norm);
-FMQ_NODISCARD fmq_err fmq_monitor_on_reject(fmq_monitor *m, const char *device,
-                                            const char *reason);
+fmq_err fmq_monitor_on_status(fmq_monitor *m, const char *device,
+                              bool online);
+fmq_err fmq_monitor_on_update(fmq_monitor *m, const char *device, double norm);
+fmq_err fmq_monitor_on_reject(fmq_monitor *m, const char *device,
+                              const char *reason);
 
 /* Decides whether a device was in the round's cohort. */
 typedef bool (*fmq_monitor_member_fn)(void *arg, const char *device);
