@@ -15,7 +15,9 @@
 #   TLS connection, its own token and its own share of Fashion-MNIST split
 #   dirichlet:0.5. Rounds run until the hold-out
 #   accuracy reaches FMQ_DEMO_TARGET or FMQ_DEMO_ROUNDS rounds are done;
-#   the aggregator prints one progress line per round, then a summary.
+#   the aggregator prints one progress line per round, then a summary;
+#   the dashboard's address is printed at the start (FMQ_DEMO_TARGET=1
+#   FMQ_DEMO_ROUNDS=200 leaves time to watch it).
 #
 #   sh deploy/demo.sh [BUILD]      (BUILD defaults to build)
 #
@@ -75,10 +77,14 @@ chmod 600 "$tmp/keys/aggregator.conf"
 printf 'plugin %s\nplugin_opt_issuer_key %s\nplugin_opt_fleet %s\n' \
   "$(cd "$BUILD/lib" && pwd)/fedmq_auth.so" "$tmp/keys/issuer.pub" "$FLEET" \
   >"$tmp/broker.conf"
-sh "$here/broker.sh" start "$tmp/broker" --tls --conf "$tmp/broker.conf" --watch $$
+sh "$here/broker.sh" start "$tmp/broker" --tls --conf "$tmp/broker.conf" --watch $$ \
+  --dashboard "$BUILD/dashboard"
 port=$(cat "$tmp/broker/port")
 uri="mqtts://127.0.0.1:$port"
 ca="$tmp/broker/certs/ca.crt"
+# the live dashboard (deploy/dashboard/), served by this broker on
+# loopback, with a read-only dashboard token in the address's fragment
+echo "== dashboard, while the demo runs: $(sh "$here/dashboard.sh" url "$BUILD" "$tmp/broker" "$tmp/keys/issuer.pem" "$FLEET")"
 
 # The fleet first: its devices wait for the retained global model.
 "$BUILD/bin/fedmq-sim" --broker "$uri" --ca "$ca" --fleet "$FLEET" --agg-key "$tmp/keys/agg.pub" \

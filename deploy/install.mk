@@ -6,7 +6,8 @@
 # libfedmq.so.1: common/ and the device core, device/device.c and run.c),
 # the headers (include/fedmq/), a pkg-config file (fedmq.pc), the
 # Mosquitto plugin (lib/fedmq/fedmq_auth.so), example configuration files
-# (share/fedmq/examples/), systemd units (lib/systemd/system/) and man
+# (share/fedmq/examples/), the dashboard (share/fedmq/dashboard/: point a
+# Mosquitto websockets listener's http_dir at it), systemd units (lib/systemd/system/) and man
 # pages (share/man/: one per program, made from its --help by help2man,
 # and fedmq.conf(5)). Nothing is written outside DESTDIR$(PREFIX) but the
 # units' and examples' paths, which name SYSCONFDIR.
@@ -69,6 +70,8 @@ install: all $(DIST_SO) $(DIST_A) $(MAN_PAGES)
 	  $(DESTDIR)$(PREFIX)/share/fedmq/examples/
 	install -m 0644 $(MAN_PAGES) $(DESTDIR)$(PREFIX)/share/man/man1/
 	install -m 0644 deploy/man/fedmq.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	rm -rf $(DESTDIR)$(PREFIX)/share/fedmq/dashboard
+	cp -R $(BUILD)/dashboard $(DESTDIR)$(PREFIX)/share/fedmq/dashboard
 	$(INSTALL_EXTRA)
 	@echo "installed under $(DESTDIR)$(PREFIX); systemd units name $(SYSCONFDIR)/fedmq (deploy/README.md)"
 

@@ -33,7 +33,8 @@ for f in bin/fedmq-aggregator bin/fedmq-device bin/fedmq-sim bin/fedmq-train bin
          lib/fedmq/fedmq_auth.so include/fedmq/fmq.h include/fedmq/device.h include/fedmq/quant.h \
          lib/systemd/system/fedmq-aggregator.service lib/systemd/system/fedmq-device@.service \
          share/fedmq/examples/aggregator.conf share/fedmq/examples/device.conf \
-         share/fedmq/examples/fedmq-broker.conf share/man/man5/fedmq.conf.5; do
+         share/fedmq/examples/fedmq-broker.conf share/man/man5/fedmq.conf.5 \
+         share/fedmq/dashboard/index.html; do
   [ -e "$P/$f" ] || missing="$missing $f"
 done
 [ -z "$missing" ] && ok "installed: $(cd "$P" && find . -type f -o -type l | wc -l) files under PREFIX" ||
