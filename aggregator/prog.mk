@@ -12,7 +12,7 @@ $(BUILD)/bin/fedmq-train: $(BUILD)/obj/aggregator/fedmq_train.o $(LIB)
 # test/test_agg.c and test/test_strategy.c.
 STRATEGY_OBJS := $(BUILD)/obj/aggregator/strategy.o \
   $(patsubst %.c,$(BUILD)/obj/%.o,$(sort $(wildcard aggregator/strategy/*.c)))
-AGG_OBJS := $(BUILD)/obj/aggregator/agg.o $(STRATEGY_OBJS)
+AGG_OBJS := $(BUILD)/obj/aggregator/agg.o $(STRATEGY_OBJS) $(BUILD)/obj/aggregator/gdelta.o $(BUILD)/obj/aggregator/classes.o
 $(STRATEGY_OBJS): CPPFLAGS_ALL += -Iaggregator
 $(BUILD)/test/test_agg: $(AGG_OBJS)
 $(BUILD)/obj/test/test_agg.o: CPPFLAGS_ALL += -Iaggregator
