@@ -8,6 +8,8 @@
  *   u64 bytes_out | u32 nreasons | {name[32] u64 count}* | u32 nseen |
  *   {dev[65] u64 round}* | f32 w[P] | the strategy's section
  *   (strategy.c: its name, a version, its kept updates and state) |
+ *   with global deltas, their section (gdelta.c: the residual and the
+ *   delta of the current version; absent in files from before deltas) |
  *   u32 crc32 of all before
  * The format before strategies, "FMQAGG02", had f64 fa.weight | u32
  * fa.count after round_start_ms and f32 sum[P] after w: FedAvg's running
@@ -22,6 +24,7 @@
 #include <string.h>
 
 
+#include "classes.h"
 #include "nn.h"
 
 typedef struct seen {
@@ -39,6 +42,8 @@ struct fmq_agg {
     uint64_t round, version;
     uint64_t deadline_ms, start_ms;
     fmq_strategy *st;
+    fmq_gdelta *gd;          /* global deltas; NULL when off */
+    fmq_uq_class *classes;   /* the per-class schemes (a copy) */
     double loss_sum, loss_sq;
     uint32_t late, late_folded, rejected, extensions;
     uint64_t bytes_in, bytes_out;
@@ -111,6 +116,8 @@ fmq_err fmq_agg_checkpoint(fmq_agg *a)
     }
     fmq_wr_floats(&w, fmq_nn_params(a->nn), a->P);
     fmq_strategy_save(a->st, &w);
+    if (a->gd)
+        fmq_gdelta_save(a->gd, &w);
     fmq_wr_crc(&w);
     fmq_err e = w.e;
     if (!e) {
@@ -258,6 +265,8 @@ static fmq_err load_checkpoint(fmq_agg *a, const uint8_t *buf, size_t len)
         e = load_v2_sum(a, &r, v2_weight, v2_count);
     else
         e = fmq_strategy_load(a->st, &r);
+    if (!e && !r.bad && r.left > 0) /* a global-delta section */
+        e = fmq_gdelta_load(a->gd, &r, a->P);
     if (e == FMQ_ERR_NOMEM)
         return e;
     if (e || r.bad || r.left != 0) {
@@ -324,6 +333,25 @@ fmq_err fmq_agg_open(const fmq_agg_cfg *cfg, fmq_agg **out)
         goto fail;
     a->cfg.strategy = NULL; /* borrowed: the strategy keeps its own copy */
     a->cfg.hp = NULL;
+    if (cfg->global_delta && (e = fmq_gdelta_new(&cfg->gdelta, a->P, &a->gd)))
+        goto fail;
+    a->cfg.uq_classes = NULL;
+    a->cfg.n_uq_classes = 0;
+    if (cfg->n_uq_classes) {
+        if (cfg->n_uq_classes > fmq_codec_limits_default().max_classes) {
+            e = FMQ_ERR_CONFIG;
+            goto fail;
+        }
+        a->classes = fmq_calloc(cfg->n_uq_classes, sizeof *a->classes);
+        if (!a->classes) {
+            e = FMQ_ERR_NOMEM;
+            goto fail;
+        }
+        memcpy(a->classes, cfg->uq_classes,
+               cfg->n_uq_classes * sizeof *a->classes);
+        a->cfg.uq_classes = a->classes;
+        a->cfg.n_uq_classes = cfg->n_uq_classes;
+    }
     a->round = a->version = 1;
     if (cfg->init)
         memcpy(fmq_nn_params(a->nn), cfg->init, (size_t)a->P * 4);
@@ -374,6 +402,8 @@ void fmq_agg_destroy(fmq_agg **ap)
     fmq_agg *a = *ap;
     fmq_nn_destroy(&a->nn);
     fmq_strategy_destroy(&a->st);
+    fmq_gdelta_destroy(&a->gd);
+    fmq_free(a->classes);
     fmq_free(a->seen);
     fmq_buf_fini(&a->plain);
     fmq_free(a);
@@ -382,7 +412,9 @@ void fmq_agg_destroy(fmq_agg **ap)
 
 /* -------------------------------------------------------------- global */
 
-fmq_err fmq_agg_encode_global(fmq_agg *a, uint64_t now_ms, fmq_buf *out)
+/* The round's instructions, everything of a global but its weights. The
+ * first call of a round fixes its deadline. */
+static void fill_global(fmq_agg *a, uint64_t now_ms, fmq_msg_global *gp)
 {
     if (a->deadline_ms == 0) {
         a->start_ms = now_ms;
@@ -402,23 +434,64 @@ fmq_err fmq_agg_encode_global(fmq_agg *a, uint64_t now_ms, fmq_buf *out)
     g.max_staleness =
         a->cfg.late == FMQ_AGG_LATE_FOLD ? a->cfg.max_staleness : 0;
     fmq_strategy_configure(a->st, &g); /* st, and the round's instructions */
+    g.classes = a->classes; /* borrowed: the caller clears it before fini */
+    g.nclasses = a->cfg.n_uq_classes;
+    g.deltas = a->gd != NULL;
+    *gp = g;
+}
+
+/* Appends body[0..len) to out, signed when there is a signing key. */
+static fmq_err sign_out(fmq_agg *a, const char *what, fmq_buf *out)
+{
+    if (!a->cfg.sign_key)
+        return fmq_buf_append(out, a->plain.data, a->plain.len);
+    fmq_err e = fmq_trust_sign(a->cfg.sign_key, NULL, a->plain.data,
+                               a->plain.len, out);
+    if (e)
+        fmq_log_err("aggregator: round %llu: signing the %s: %s",
+                    (unsigned long long)a->round, what, fmq_strerror(e));
+    return e;
+}
+
+fmq_err fmq_agg_encode_global(fmq_agg *a, uint64_t now_ms, fmq_buf *out)
+{
+    fmq_msg_global g;
+    fill_global(a, now_ms, &g);
     fmq_quant_cfg qc = {a->cfg.global_scheme, 0, false};
     fmq_err e = fmq_quant_encode(&qc, fmq_nn_params(a->nn), a->P, NULL,
                                  &g.weights);
-    if (!e && !a->cfg.sign_key)
-        e = fmq_codec_encode_global(&g, out);
-    if (!e && a->cfg.sign_key) {
-        fmq_buf_reset(&a->plain);
+    fmq_buf_reset(&a->plain);
+    if (!e)
         e = fmq_codec_encode_global(&g, &a->plain);
-        if (!e)
-            e = fmq_trust_sign(a->cfg.sign_key, NULL, a->plain.data,
-                               a->plain.len, out);
-        if (e)
-            fmq_log_err("aggregator: round %llu: signing the global: %s",
-                        (unsigned long long)a->round, fmq_strerror(e));
-    }
+    if (!e)
+        e = sign_out(a, "global", out);
     fmq_qtensor_fini(&g.weights);
+    g.classes = NULL;
+    g.nclasses = 0;
     fmq_msg_global_fini(&g);
+    return e;
+}
+
+fmq_err fmq_agg_encode_delta(fmq_agg *a, uint64_t now_ms, fmq_buf *out)
+{
+    const fmq_qtensor *q;
+    uint64_t base;
+    if (!a->gd || fmq_gdelta_current(a->gd, &q, &base) ||
+        base + 1 != a->version)
+        return FMQ_ERR_NOTFOUND;
+    fmq_msg_delta m;
+    fmq_msg_delta_init(&m);
+    fill_global(a, now_ms, &m.g);
+    m.base = base;
+    m.delta = *q; /* borrowed */
+    fmq_buf_reset(&a->plain);
+    fmq_err e = fmq_codec_encode_delta(&m, &a->plain);
+    if (!e)
+        e = sign_out(a, "delta", out);
+    memset(&m.delta, 0, sizeof m.delta);
+    m.g.classes = NULL;
+    m.g.nclasses = 0;
+    fmq_msg_delta_fini(&m);
     return e;
 }
 
@@ -537,6 +610,15 @@ fmq_err fmq_agg_on_update(fmq_agg *a, const char *topic, const uint8_t *buf,
         snprintf(what, sizeof what, "round %llu", (unsigned long long)u.round);
         return reject(a, FMQ_ERR_DUPLICATE, tdev, what, v);
     }
+    /* the scheme its class was told (SPEC §6.1; classes.h) */
+    const fmq_uq *told = fmq_classes_pick(&a->cfg.uq, a->classes,
+                                          a->cfg.n_uq_classes, u.cls);
+    if ((e = fmq_classes_check(told, &u.delta, what, sizeof what))) {
+        if (u.cls[0])
+            snprintf(what + strlen(what), sizeof what - strlen(what),
+                     " for class %s", u.cls);
+        return reject(a, e, tdev, what, v);
+    }
     /* finite, and the norm bound (strategy.h), before any strategy */
     double norm;
     e = fmq_strategy_check(a->st, &u.delta, &norm);
@@ -644,7 +726,14 @@ fmq_err fmq_agg_close(fmq_agg *a, const fmq_dataset *holdout, uint64_t now_ms,
                        : 0;
     rep->extensions = a->extensions;
     fmq_strategy_result sr;
+    if (a->gd) /* the base of the delta this close makes */
+        fmq_gdelta_begin(a->gd, fmq_nn_params(a->nn));
     e = fmq_strategy_finish(a->st, a->round, fmq_nn_params(a->nn), &sr);
+    /* the model moves by what the devices will add (gdelta.h); a delta
+     * that cannot be made leaves the strategy's model, fetched in full */
+    if (a->gd && (e == FMQ_OK || e == FMQ_ERR_STATE) &&
+        fmq_gdelta_fold(a->gd, fmq_nn_params(a->nn), a->version) != FMQ_OK)
+        rep->no_delta = true; /* logged by gdelta */
     if (e == FMQ_ERR_STATE) {
         rep->kept_model = true;
         fmq_log_warn("aggregator: round %llu: strategy %s aggregated "

@@ -40,6 +40,7 @@
 
 #include "codec.h"
 #include "data.h"
+#include "gdelta.h"
 #include "strategy.h"
 #include "trust.h"
 
@@ -71,7 +72,19 @@ typedef struct fmq_agg_cfg {
     fmq_norm_action norm_action;      /* FMQ_NORM_REJECT (0) or _CLIP */
     fmq_train_cfg train;              /* the round instructions (tc) */
     fmq_uq uq;                        /* update quantization */
+    /* Per-class update schemes (the global's uqc; classes.h): a device
+     * of a listed class sends its entry's scheme, others uq's; an update
+     * that is not what its class was told is rejected `scheme`. Copied
+     * at open. */
+    const fmq_uq_class *uq_classes;
+    uint32_t n_uq_classes;
     fmq_scheme global_scheme;         /* w as f32 or f16 */
+    /* Global deltas (gdelta.h, SPEC §6.6): with global_delta, each new
+     * version is also a delta from the one before, the model moves by
+     * exactly its dequantized value, the residual is checkpointed, and
+     * globals say gd. */
+    bool global_delta;
+    fmq_gdelta_cfg gdelta;
     const char *state_dir;            /* checkpoint directory; NULL = none */
     const float *init;                /* (P,) initial weights; NULL = seed */
     /* Trust (proto/SPEC.md §7). Keys are borrowed and must outlive the
@@ -113,6 +126,15 @@ bool fmq_agg_resumed(const fmq_agg *a);
  * The first call of a round fixes its deadline at now_ms + round_ms. */
 FMQ_NODISCARD fmq_err fmq_agg_encode_global(fmq_agg *a, uint64_t now_ms,
                                             fmq_buf *out);
+
+/* The delta message of the current version (SPEC §6.6: the round's
+ * instructions as in fmq_agg_encode_global, same timestamp for the same
+ * now_ms, and the delta from the version before), appended to out, signed
+ * like the global. Publish it after the global. FMQ_ERR_NOTFOUND when
+ * there is none: deltas off, the first version, or a delta that could not
+ * be made (devices then fetch the global). */
+FMQ_NODISCARD fmq_err fmq_agg_encode_delta(fmq_agg *a, uint64_t now_ms,
+                                           fmq_buf *out);
 
 typedef enum {
     FMQ_AGG_COUNTED = 0,
@@ -169,6 +191,8 @@ typedef struct fmq_agg_report {
     uint32_t clipped;           /* updates scaled down by the norm bound */
     double dp_clip, dp_noise;   /* dp-fedavg's S and z, else NaN */
     bool kept_model;            /* the strategy aggregated nothing */
+    bool no_delta;              /* deltas on, but none for this version
+                                   (gdelta.h): devices fetch the global */
 } fmq_agg_report;
 
 /* Close the round: the strategy's new weights (a strategy that can make

@@ -17,7 +17,10 @@
  * a strategy that cannot aggregate keeps the model; the strategy's state
  * survives a restart, a checkpoint of another strategy is refused, one of
  * the format before strategies resumes as fedavg; the global and the
- * metrics name the strategy.
+ * metrics name the strategy. Global deltas (SPEC §6.6, gdelta.h): the
+ * model moves by exactly the dequantized delta it publishes, the residual
+ * goes into the next delta, both survive a restart. Per-class schemes: an
+ * update that is not what its class was told is rejected `scheme`.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -33,6 +36,7 @@
 
 #include "agg.h"
 #include "blob.h"
+#include "classes.h"
 #include "fedavg.h"
 
 #define MODEL "logreg"
@@ -678,6 +682,7 @@ static void the_fedavg_strategy_is_the_fedavg_of_before_bit_for_bit(void **s)
     c.late = FMQ_AGG_LATE_FOLD;
     c.max_staleness = 2;
     c.cohort_size = 3;
+    c.uq = (fmq_uq){FMQ_Q_Q8, 256, false, true}; /* what random_q8 sends */
     fmq_agg *a;
     assert_int_equal(fmq_agg_open(&c, &a), FMQ_OK);
     fmq_qtensor q[5];
@@ -1032,6 +1037,309 @@ static void a_checkpoint_from_before_strategies_resumes_as_fedavg(void **s)
     fmq_log_set_level(FMQ_LOG_NOTICE);
 }
 
+/* ------------------------------------------------------ global deltas */
+
+/* An update of `scheme` (block 256) from dev, round = version = r, of
+ * class cls (NULL: none), values x (P,). */
+static fmq_err send_x(fmq_agg *a, const char *dev, uint64_t r, uint64_t n,
+                      const float *x, fmq_scheme scheme, uint32_t block,
+                      const char *cls, fmq_agg_verdict *v)
+{
+    fmq_quant_cfg qc = {scheme, block, false};
+    fmq_qtensor q;
+    assert_int_equal(fmq_quant_encode(&qc, x, P, NULL, &q), FMQ_OK);
+    fmq_msg_update u;
+    fmq_msg_update_init(&u);
+    snprintf(u.fleet, sizeof u.fleet, "f1");
+    snprintf(u.device, sizeof u.device, "%s", dev);
+    if (cls)
+        snprintf(u.cls, sizeof u.cls, "%s", cls);
+    u.round = u.version = r;
+    u.samples = n;
+    u.loss = 0.5f;
+    u.delta = q;
+    fmq_buf b;
+    fmq_buf_init(&b);
+    assert_int_equal(fmq_codec_encode_update(&u, &b), FMQ_OK);
+    char topic[128];
+    snprintf(topic, sizeof topic, "fedmq/f1/update/%s", dev);
+    fmq_err e = fmq_agg_on_update(a, topic, b.data, b.len, 0, v);
+    fmq_buf_fini(&b);
+    fmq_qtensor_fini(&q);
+    return e;
+}
+
+static void wave(float *x, uint32_t seed, double sd)
+{
+    fmq_rng r;
+    fmq_rng_seed(&r, seed);
+    for (int i = 0; i < P; i++)
+        x[i] = (float)(sd * fmq_rng_normal(&r));
+}
+
+/* Round r's three updates (f32, seeds from r) into a, then its close. */
+static void round_of_three(fmq_agg *a, uint64_t r, float *x)
+{
+    fmq_agg_verdict v;
+    static const uint64_t n[3] = {100, 300, 50};
+    for (int k = 0; k < 3; k++) {
+        char dev[16];
+        snprintf(dev, sizeof dev, "d%d", k);
+        wave(x, (uint32_t)(10 * r + k), 0.01);
+        assert_int_equal(send_x(a, dev, r, n[k], x, FMQ_Q_F32, 0, NULL, &v),
+                         FMQ_OK);
+        assert_int_equal(v, FMQ_AGG_COUNTED);
+    }
+    fmq_agg_report rep;
+    assert_true(fmq_agg_tick(a, r));
+    assert_int_equal(fmq_agg_close(a, NULL, r, &rep), FMQ_OK);
+    assert_false(rep.no_delta);
+}
+
+/* What the strategy makes of round r's updates from the weights w (P,):
+ * an aggregator without deltas started from w. */
+static void strategy_step(const float *w, uint64_t r, float *out, float *x)
+{
+    fmq_agg_cfg c = base_cfg();
+    c.init = w;
+    fmq_agg *ref;
+    assert_int_equal(fmq_agg_open(&c, &ref), FMQ_OK);
+    /* the reference is at round 1: its updates say round 1 */
+    fmq_agg_verdict v;
+    static const uint64_t n[3] = {100, 300, 50};
+    for (int k = 0; k < 3; k++) {
+        char dev[16];
+        snprintf(dev, sizeof dev, "d%d", k);
+        wave(x, (uint32_t)(10 * r + k), 0.01);
+        assert_int_equal(send_x(ref, dev, 1, n[k], x, FMQ_Q_F32, 0, NULL, &v),
+                         FMQ_OK);
+    }
+    fmq_agg_report rep;
+    assert_int_equal(fmq_agg_close(ref, NULL, 1, &rep), FMQ_OK);
+    memcpy(out, fmq_agg_weights(ref), P * 4);
+    fmq_agg_destroy(&ref);
+}
+
+/* The published delta of a (plain), decoded; checks bv, mv and gd. */
+static void published(fmq_agg *a, uint64_t now, fmq_buf *b, fmq_msg_delta *m)
+{
+    fmq_buf_init(b);
+    assert_int_equal(fmq_agg_encode_delta(a, now, b), FMQ_OK);
+    assert_int_equal(fmq_codec_decode_delta(b->data, b->len, NULL, m, NULL),
+                     FMQ_OK);
+    assert_int_equal(m->g.version, fmq_agg_version(a));
+    assert_int_equal(m->base, fmq_agg_version(a) - 1);
+    assert_int_equal(m->g.round, fmq_agg_round(a));
+    assert_true(m->g.deltas);
+    assert_int_equal(m->delta.n, P);
+}
+
+static void the_model_moves_by_the_dequantized_delta_and_keeps_the_residual(
+    void **state)
+{
+    (void)state;
+    char *dir = tmpdir("gdelta");
+    fmq_agg_cfg c = base_cfg();
+    c.global_delta = true;
+    c.gdelta = (fmq_gdelta_cfg){FMQ_Q_Q4, 64};
+    c.state_dir = dir;
+    fmq_agg *a;
+    assert_int_equal(fmq_agg_open(&c, &a), FMQ_OK);
+    float *w0 = malloc(P * 4), *step = malloc(P * 4), *x = malloc(P * 4),
+          *v = malloc(P * 4), *dq = malloc(P * 4), *e = calloc(P, 4),
+          *want = malloc(P * 4);
+    memcpy(w0, fmq_agg_weights(a), P * 4);
+    fmq_buf b;
+    fmq_buf_init(&b);
+    /* no delta before the first close; the global says gd */
+    assert_int_equal(fmq_agg_encode_delta(a, 1, &b), FMQ_ERR_NOTFOUND);
+    assert_int_equal(fmq_agg_encode_global(a, 1, &b), FMQ_OK);
+    fmq_msg_global g;
+    assert_int_equal(fmq_codec_decode_global(b.data, b.len, NULL, &g, NULL),
+                     FMQ_OK);
+    assert_true(g.deltas);
+    fmq_msg_global_fini(&g);
+    fmq_buf_fini(&b);
+
+    for (uint64_t r = 1; r <= 3; r++) {
+        /* v = strategy step + e; w = w0 + dequant(Q4(v)); e = v - dequant */
+        strategy_step(w0, r, step, x);
+        for (int i = 0; i < P; i++)
+            v[i] = (step[i] - w0[i]) + e[i];
+        fmq_quant_cfg qc = {FMQ_Q_Q4, 64, false};
+        fmq_qtensor q;
+        assert_int_equal(fmq_quant_encode(&qc, v, P, NULL, &q), FMQ_OK);
+        assert_int_equal(fmq_quant_decode(&q, dq), FMQ_OK);
+        for (int i = 0; i < P; i++) {
+            want[i] = w0[i] + dq[i];
+            e[i] = v[i] - dq[i];
+        }
+        round_of_three(a, r, x);
+        assert_memory_equal(fmq_agg_weights(a), want, P * 4);
+        fmq_msg_delta m;
+        published(a, 100 + r, &b, &m);
+        assert_int_equal(m.delta.scheme, FMQ_Q_Q4);
+        assert_int_equal(m.delta.codes_len, q.codes_len);
+        assert_memory_equal(m.delta.codes, q.codes, q.codes_len);
+        assert_memory_equal(m.delta.scales, q.scales, q.scales_len);
+        /* a device holding w0 that adds it has the aggregator's model */
+        memcpy(dq, w0, P * 4);
+        assert_int_equal(fmq_quant_add(&m.delta, dq, x), FMQ_OK);
+        assert_memory_equal(dq, fmq_agg_weights(a), P * 4);
+        fmq_msg_delta_fini(&m);
+        fmq_qtensor_fini(&q);
+        fmq_buf_fini(&b);
+        memcpy(w0, want, P * 4);
+        if (r == 2) {
+            /* a restart: the same delta again, the residual goes on */
+            fmq_buf b1, b2;
+            fmq_buf_init(&b1);
+            fmq_buf_init(&b2);
+            assert_int_equal(fmq_agg_encode_delta(a, 7, &b1), FMQ_OK);
+            assert_int_equal(fmq_agg_checkpoint(a), FMQ_OK); /* deadline */
+            fmq_agg_destroy(&a);
+            assert_int_equal(fmq_agg_open(&c, &a), FMQ_OK);
+            assert_true(fmq_agg_resumed(a));
+            assert_memory_equal(fmq_agg_weights(a), want, P * 4);
+            assert_int_equal(fmq_agg_encode_delta(a, 7, &b2), FMQ_OK);
+            assert_int_equal(b1.len, b2.len);
+            assert_memory_equal(b1.data, b2.data, b1.len);
+            fmq_buf_fini(&b1);
+            fmq_buf_fini(&b2);
+        }
+    }
+    fmq_agg_destroy(&a);
+    /* deltas turned off: the checkpoint still resumes (section dropped) */
+    c.global_delta = false;
+    assert_int_equal(fmq_agg_open(&c, &a), FMQ_OK);
+    assert_memory_equal(fmq_agg_weights(a), want, P * 4);
+    fmq_buf_init(&b);
+    assert_int_equal(fmq_agg_encode_delta(a, 1, &b), FMQ_ERR_NOTFOUND);
+    fmq_buf_fini(&b);
+    fmq_agg_destroy(&a);
+    free(w0);
+    free(step);
+    free(x);
+    free(v);
+    free(dq);
+    free(e);
+    free(want);
+}
+
+static void the_delta_setting_parses_and_auto_follows_the_updates(void **s)
+{
+    (void)s;
+    bool on;
+    fmq_gdelta_cfg g;
+    assert_int_equal(fmq_gdelta_parse("auto", FMQ_Q_Q8, 256, &on, &g), FMQ_OK);
+    assert_true(on && g.scheme == FMQ_Q_Q8 && g.block == 256);
+    assert_int_equal(fmq_gdelta_parse("auto", FMQ_Q_Q1, 64, &on, &g), FMQ_OK);
+    assert_true(on && g.scheme == FMQ_Q_Q8);
+    assert_int_equal(fmq_gdelta_parse("auto", FMQ_Q_F32, 256, &on, &g), FMQ_OK);
+    assert_false(on);
+    assert_int_equal(fmq_gdelta_parse("off", FMQ_Q_Q8, 256, &on, &g), FMQ_OK);
+    assert_false(on);
+    assert_int_equal(fmq_gdelta_parse("f16", FMQ_Q_F32, 256, &on, &g), FMQ_OK);
+    assert_true(on && g.scheme == FMQ_Q_F16);
+    assert_int_equal(fmq_gdelta_parse("q4", FMQ_Q_F32, 32, &on, &g), FMQ_OK);
+    assert_true(on && g.scheme == FMQ_Q_Q4 && g.block == 32);
+    assert_int_equal(fmq_gdelta_parse("q1", FMQ_Q_Q8, 256, &on, &g),
+                     FMQ_ERR_CONFIG);
+    assert_int_equal(fmq_gdelta_parse("int8", FMQ_Q_Q8, 256, &on, &g),
+                     FMQ_ERR_CONFIG);
+    fmq_gdelta *gd;
+    fmq_log_set_level(FMQ_LOG_ERR - 1);
+    g = (fmq_gdelta_cfg){FMQ_Q_Q8, 0};
+    assert_int_equal(fmq_gdelta_new(&g, P, &gd), FMQ_ERR_CONFIG);
+    assert_null(gd);
+    fmq_log_set_level(FMQ_LOG_NOTICE);
+}
+
+static void an_update_must_be_what_its_class_was_told(void **state)
+{
+    (void)state;
+    fmq_uq def = {FMQ_Q_Q8, 256, false, true};
+    fmq_uq_class *cl;
+    uint32_t n;
+    char why[160];
+    assert_int_equal(fmq_classes_parse("cell:q4,hub:f16,edge:q8/128", &def,
+                                       &cl, &n, why, sizeof why), FMQ_OK);
+    assert_int_equal(n, 3);
+    assert_string_equal(cl[0].cls, "cell");
+    assert_true(cl[0].uq.scheme == FMQ_Q_Q4 && cl[0].uq.block == 256);
+    assert_true(cl[1].uq.scheme == FMQ_Q_F16 && cl[1].uq.block == 0);
+    assert_true(cl[2].uq.scheme == FMQ_Q_Q8 && cl[2].uq.block == 128);
+    static const char *bad[] = {
+        "cell", "cell:", ":q4", "cell:q9", "cell:q4,cell:q8", "cell:f32/8",
+        "cell:q4/0", "cell:q4,", "ce ll:q4", "a:q8,b:q8,c:q8,d:q8,e:q8,f:q8,"
+        "g:q8,h:q8,i:q8,j:q8,k:q8,l:q8,m:q8,n:q8,o:q8,p:q8,q:q8"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        fmq_uq_class *x = (fmq_uq_class *)1;
+        uint32_t k = 9;
+        if (fmq_classes_parse(bad[i], &def, &x, &k, why, sizeof why) !=
+            FMQ_ERR_CONFIG)
+            fail_msg("'%s' was accepted", bad[i]);
+        assert_null(x);
+        assert_true(why[0] != '\0');
+    }
+    fmq_agg_cfg c = base_cfg();
+    c.uq = def;
+    c.uq_classes = cl;
+    c.n_uq_classes = n;
+    c.cohort_size = 10;
+    fmq_agg *a;
+    assert_int_equal(fmq_agg_open(&c, &a), FMQ_OK);
+    fmq_free(cl); /* the aggregator keeps a copy */
+    fmq_buf b;
+    fmq_buf_init(&b);
+    assert_int_equal(fmq_agg_encode_global(a, 1, &b), FMQ_OK);
+    fmq_msg_global g;
+    assert_int_equal(fmq_codec_decode_global(b.data, b.len, NULL, &g, NULL),
+                     FMQ_OK);
+    assert_int_equal(g.nclasses, 3);
+    assert_string_equal(g.classes[1].cls, "hub");
+    assert_false(g.deltas);
+    fmq_msg_global_fini(&g);
+    fmq_buf_fini(&b);
+    float *x = malloc(P * 4);
+    wave(x, 1, 0.01);
+    fmq_agg_verdict v;
+    fmq_log_set_level(FMQ_LOG_ERR - 1);
+    const struct {
+        const char *dev, *cls;
+        fmq_scheme s;
+        uint32_t block;
+        fmq_err want;
+    } cases[] = {
+        {"a1", NULL, FMQ_Q_Q8, 256, FMQ_OK},
+        {"a2", "cell", FMQ_Q_Q4, 256, FMQ_OK},
+        {"a3", "hub", FMQ_Q_F16, 0, FMQ_OK},
+        {"a4", "edge", FMQ_Q_Q8, 128, FMQ_OK},
+        {"a5", "unlisted", FMQ_Q_Q8, 256, FMQ_OK},
+        {"b1", "cell", FMQ_Q_Q8, 256, FMQ_ERR_SCHEME},
+        {"b2", NULL, FMQ_Q_Q4, 256, FMQ_ERR_SCHEME},
+        {"b3", NULL, FMQ_Q_Q8, 128, FMQ_ERR_SCHEME},
+        {"b4", "hub", FMQ_Q_F32, 0, FMQ_ERR_SCHEME},
+        {"b5", "edge", FMQ_Q_Q8, 256, FMQ_ERR_SCHEME},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fmq_err e = send_x(a, cases[i].dev, 1, 10, x, cases[i].s,
+                           cases[i].block, cases[i].cls, &v);
+        if (e != cases[i].want)
+            fail_msg("%s: %s", cases[i].dev, fmq_errname(e));
+    }
+    fmq_log_set_level(FMQ_LOG_NOTICE);
+    fmq_agg_report rep;
+    assert_int_equal(fmq_agg_close(a, NULL, 2, &rep), FMQ_OK);
+    assert_int_equal(rep.participants, 5);
+    assert_int_equal(rep.rejected, 5);
+    assert_int_equal(rep.nreasons, 1);
+    assert_string_equal(rep.reasons[0].reason, "scheme");
+    assert_int_equal(rep.reasons[0].count, 5);
+    free(x);
+    fmq_agg_destroy(&a);
+}
+
 static void the_global_and_the_metrics_name_the_strategy(void **state)
 {
     (void)state;
@@ -1111,6 +1419,10 @@ int main(void)
         cmocka_unit_test(
             a_checkpoint_from_before_strategies_resumes_as_fedavg),
         cmocka_unit_test(the_global_and_the_metrics_name_the_strategy),
+        cmocka_unit_test(
+            the_model_moves_by_the_dequantized_delta_and_keeps_the_residual),
+        cmocka_unit_test(the_delta_setting_parses_and_auto_follows_the_updates),
+        cmocka_unit_test(an_update_must_be_what_its_class_was_told),
     };
     return cmocka_run_group_tests(tests, keys_setup, keys_teardown);
 }
