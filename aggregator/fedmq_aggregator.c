@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "agg.h"
+#include "classes.h"
 #include "cli.h"
 #include "codec.h"
 #include "data.h"
@@ -40,6 +41,7 @@ typedef struct opts {
     const char *broker, *client_id;
     const char *fleet, *model, *state_dir, *holdout, *late, *scheme;
     const char *global_scheme, *save, *strategy, *norm_action;
+    const char *global_delta, *class_scheme;
     uint32_t rounds, cohort, quorum, round_ms, max_staleness, block;
     uint32_t epochs, batch;
     float lr, momentum, weight_decay;
@@ -131,6 +133,14 @@ static const fmq_conf_key keys[] = {
      "error feedback", 0, 0, false},
     {"global_scheme", FMQ_CONF_STR, "f32", "the global model as f32 or f16",
      0, 0, false},
+    {"global_delta", FMQ_CONF_STR, "auto", "also publish each new version "
+     "as a delta on model/delta (devices that hold the version before take "
+     "it instead of the full model): q8 q4 f16 f32 off, or auto = q8 when "
+     "the updates are q8, q4 or q1, off with f32 or f16 updates", 0, 0,
+     false},
+    {"class_scheme", FMQ_CONF_STR, NULL, "per-class update schemes, e.g. "
+     "cell:q4,hub:q8 (CLASS:SCHEME[/BLOCK]); other devices use scheme", 0,
+     0, false},
     {"epochs", FMQ_CONF_UINT, "1", "local epochs per round", 1, 1000,
      false},
     {"batch", FMQ_CONF_UINT, "64", "local batch size", 1, 65536, false},
@@ -217,6 +227,8 @@ static int parse(int argc, char **argv, fmq_conf *c, opts *o)
         .late = fmq_conf_str(c, "late"),
         .scheme = fmq_conf_str(c, "scheme"),
         .global_scheme = fmq_conf_str(c, "global_scheme"),
+        .global_delta = fmq_conf_str(c, "global_delta"),
+        .class_scheme = fmq_conf_str(c, "class_scheme"),
         .save = fmq_conf_str(c, "save"),
         .metrics_file = fmq_conf_str(c, "metrics_file"),
         .prom_file = fmq_conf_str(c, "prom_file"),
@@ -340,15 +352,29 @@ static int save_weights(const char *path, const float *w, uint32_t P)
     return fmq_cli_save_weights("fedmq-aggregator", path, w, P) ? -1 : 0;
 }
 
+/* fedmq/<fleet>/model/delta (SPEC §6.6) */
+static char t_delta[160];
+
+/* The retained global, then (deltas on) the same version as a delta. */
 static int publish_global(fmq_agg *a, fmq_mqtt *mq, const char *topic)
 {
     fmq_buf b;
     fmq_buf_init(&b);
-    fmq_err e = fmq_agg_encode_global(a, fmq_now_ms(), &b);
+    uint64_t now = fmq_now_ms();
+    fmq_err e = fmq_agg_encode_global(a, now, &b);
     if (!e)
         e = fmq_mqtt_publish(mq, topic, b.data, b.len, 1, true, 0);
     if (!e)
         fmq_agg_count_out(a, b.len);
+    fmq_buf_reset(&b);
+    fmq_err de = e ? e : fmq_agg_encode_delta(a, now, &b);
+    if (!de)
+        de = fmq_mqtt_publish(mq, t_delta, b.data, b.len, 1, false, 0);
+    if (!de)
+        fmq_agg_count_out(a, b.len);
+    else if (!e && de != FMQ_ERR_NOTFOUND)
+        fprintf(stderr, "fedmq-aggregator: publishing the delta: %s (devices "
+                "fetch the global)\n", fmq_strerror(de));
     fmq_buf_fini(&b);
     if (e)
         fprintf(stderr, "fedmq-aggregator: publishing the global model: %s\n",
@@ -481,6 +507,20 @@ int main(int argc, char **argv)
         fprintf(stderr, "fedmq-aggregator: unknown scheme\n");
         return 2;
     }
+    if (fmq_gdelta_parse(o.global_delta, cfg.uq.scheme, o.block,
+                         &cfg.global_delta, &cfg.gdelta)) {
+        fprintf(stderr, "fedmq-aggregator: global_delta '%s': use q8, q4, "
+                "f16, f32, off or auto\n", o.global_delta);
+        return 2;
+    }
+    fmq_uq_class *uq_classes = NULL;
+    char why[200] = "";
+    if (fmq_classes_parse(o.class_scheme, &cfg.uq, &uq_classes,
+                          &cfg.n_uq_classes, why, sizeof why)) {
+        fprintf(stderr, "fedmq-aggregator: class_scheme: %s\n", why);
+        return 2;
+    }
+    cfg.uq_classes = uq_classes;
     fmq_trust_key *sign_key = NULL, *seal_key = NULL;
     if (load_key("sign_key", o.no_sign ? NULL : o.sign_key, &sign_key) ||
         load_key("seal_key", o.seal_key, &seal_key))
@@ -498,6 +538,7 @@ int main(int argc, char **argv)
     }
     fmq_agg *a;
     fmq_err e = fmq_agg_open(&cfg, &a);
+    fmq_free(uq_classes); /* the core keeps a copy */
     if (e) {
         fprintf(stderr, "fedmq-aggregator: %s\n", fmq_strerror(e));
         return 1;
@@ -520,6 +561,7 @@ int main(int argc, char **argv)
     else if (strcmp(o.metrics_file, "-") != 0)
         snprintf(jsonl, sizeof jsonl, "%s", o.metrics_file);
     snprintf(t_global, sizeof t_global, "fedmq/%s/model/global", o.fleet);
+    snprintf(t_delta, sizeof t_delta, "fedmq/%s/model/delta", o.fleet);
     snprintf(t_updates, sizeof t_updates, "fedmq/%s/update/+", o.fleet);
     snprintf(t_metrics, sizeof t_metrics, "fedmq/%s/metrics", o.fleet);
     snprintf(t_status, sizeof t_status, "fedmq/%s/aggregator/status",
@@ -570,6 +612,17 @@ int main(int argc, char **argv)
            sign_key ? "signed by key " : "UNSIGNED (--no-sign)", kid_sign,
            o.no_seal ? "sealed or plain (--no-seal)" : "sealed to key ",
            o.no_seal && seal_key ? ", key " : "", kid_seal);
+    /* what goes down, and what each class sends up */
+    char gdl[64] = "off";
+    if (cfg.global_delta)
+        snprintf(gdl, sizeof gdl, "%s%s%.0u on %s",
+                 fmq_scheme_name(cfg.gdelta.scheme),
+                 fmq_scheme_has_scales(cfg.gdelta.scheme) ? "/" : "",
+                 fmq_scheme_has_scales(cfg.gdelta.scheme) ? cfg.gdelta.block
+                                                          : 0u, "model/delta");
+    printf("fedmq-aggregator: global model %s retained, deltas %s%s%s\n",
+           o.global_scheme, gdl, o.class_scheme ? "; class schemes " : "",
+           o.class_scheme ? o.class_scheme : "");
     fflush(stdout);
     if (publish_global(a, mq, t_global))
         return 1;
