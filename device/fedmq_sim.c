@@ -18,6 +18,13 @@
  *   drop     it trains and drops off before sending; it returns drop_ms
  *            later and sends the update then (late, usually).
  *
+ * Device classes (classes "cell:0.3,hub:0.2"): each device falls in a
+ * class with the given probability (a draw per device from knob_seed, so
+ * the same ids get the same classes), the rest in none; a device sends
+ * what the round tells its class (SPEC §6.1 uqc). save_dir writes each
+ * device's model weights at the end, <dir>/<id>.bin (float32 LE, as
+ * fedmq-aggregator --save), to compare them with the aggregator's.
+ *
  * Hostile devices (hostile "dev-0008:scale:-10,dev-0009:noise:5"), for
  * testing robust aggregation: in every round it trains, the named device
  * replaces its honest delta before quantization (device.h tamper_fn):
@@ -100,6 +107,12 @@ static const fmq_conf_key keys[] = {
      "list of <device id>:scale:K (delta times K) or <device id>:noise:S "
      "(delta replaced by Gaussian noise of std S), applied every round", 0,
      0, false},
+    {"classes", FMQ_CONF_STR, NULL, "device classes: a comma list of "
+     "<class>:<fraction> (e.g. cell:0.3,hub:0.2; fractions add up to at "
+     "most 1, the rest have no class), drawn per device from knob_seed", 0,
+     0, false},
+    {"save_dir", FMQ_CONF_STR, NULL, "at the end, write each device's model "
+     "to <dir>/<id>.bin (float32 LE)", 0, 0, false},
     {"until_round", FMQ_CONF_UINT, "0", "stop once a device holds the "
      "global of this round (0: run until stopped)", 0, 0, false},
     {"max_seconds", FMQ_CONF_DOUBLE, "0", "stop after this long (0: no "
@@ -243,6 +256,7 @@ typedef struct simdev {
     uint64_t bytes_in, bytes_out, msgs_out; /* of finished connections */
     uint32_t offline_n, slow_n, drop_n;
     const char *token;  /* its MQTT password from the tokens file, or NULL */
+    const char *cls;    /* its class (classes), or NULL */
     bool hostile;       /* attack applies (tamper_fn) */
     fmq_device_attack attack;
     atomic_int conn;    /* CONN_*, while r is NULL */
@@ -556,6 +570,70 @@ static int hostile_load(const char *list, const char *prog, uint64_t knob_seed,
     return 0;
 }
 
+/* The classes list: "<class>:<fraction>" items; each device gets the
+ * class whose slice of [0, 1) its draw falls in. names holds the copied
+ * class names (ids point into it). 0, or 2 after printing what is wrong. */
+#define SIM_CLASSES_MAX 16
+static int classes_load(const char *list, const char *prog, uint64_t seed,
+                        simdev *devs, uint32_t n,
+                        char names[SIM_CLASSES_MAX][FMQ_ID_MAX + 1],
+                        uint32_t counts[SIM_CLASSES_MAX], uint32_t *ncls)
+{
+    double frac[SIM_CLASSES_MAX], sum = 0;
+    uint32_t k = 0;
+    for (const char *p = list; *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char item[128];
+        const char *colon = memchr(p, ':', len);
+        if (len == 0 || len >= sizeof item || !colon || k == SIM_CLASSES_MAX) {
+            fprintf(stderr, "%s: classes '%s': want up to %d items "
+                    "<class>:<fraction>\n", prog, list, SIM_CLASSES_MAX);
+            return 2;
+        }
+        memcpy(item, p, len);
+        item[len] = 0;
+        item[colon - p] = 0;
+        char *e;
+        double f = strtod(item + (colon - p) + 1, &e);
+        if (!fmq_id_valid(item) || e == item + (colon - p) + 1 || *e ||
+            !(f >= 0 && f <= 1)) {
+            fprintf(stderr, "%s: classes: '%.*s': a class id and a fraction "
+                    "in [0, 1]\n", prog, (int)len, p);
+            return 2;
+        }
+        for (uint32_t i = 0; i < k; i++)
+            if (strcmp(names[i], item) == 0) {
+                fprintf(stderr, "%s: classes: %s named twice\n", prog, item);
+                return 2;
+            }
+        memcpy(names[k], item, strlen(item) + 1); /* an id: <= 64 bytes */
+        frac[k++] = f;
+        sum += f;
+        p = end ? end + 1 : p + len;
+    }
+    if (sum > 1 + 1e-9) {
+        fprintf(stderr, "%s: classes: the fractions add up to %g > 1\n", prog,
+                sum);
+        return 2;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        char tag[FMQ_ID_MAX + 16];
+        snprintf(tag, sizeof tag, "class/%s", devs[i].id);
+        double u = fmq_cohort_draw(seed, 0, tag), lo = 0;
+        for (uint32_t c = 0; c < k; c++) {
+            if (u >= lo && u < lo + frac[c]) {
+                devs[i].cls = names[c];
+                counts[c]++;
+                break;
+            }
+            lo += frac[c];
+        }
+    }
+    *ncls = k;
+    return 0;
+}
+
 typedef struct poller {
     sim *s;
     uint32_t t;
@@ -704,6 +782,24 @@ int main(int argc, char **argv)
                         devs[i].attack.param);
             }
     }
+    static char cls_names[SIM_CLASSES_MAX][FMQ_ID_MAX + 1];
+    uint32_t cls_counts[SIM_CLASSES_MAX] = {0}, ncls = 0;
+    const char *classes = fmq_conf_str(c, "classes");
+    if (classes) {
+        if (classes_load(classes, prog, s.knob_seed, devs, n, cls_names,
+                         cls_counts, &ncls)) {
+            fmq_free(tokens_text);
+            free(devs);
+            return 2;
+        }
+        uint32_t none = n;
+        for (uint32_t k = 0; k < ncls; k++) {
+            printf("fedmq-sim: class %s: %u devices\n", cls_names[k],
+                   cls_counts[k]);
+            none -= cls_counts[k];
+        }
+        printf("fedmq-sim: no class: %u devices\n", none);
+    }
     /* settle the library's lazily initialised globals (error names, log
      * level, BLAS threads) before any other thread can race for them */
     (void)fmq_errname(FMQ_OK);
@@ -733,6 +829,7 @@ int main(int argc, char **argv)
             snprintf(dir, sizeof dir, "%s/%s", sdir, sd->id);
         fmq_device_cfg dc = {
             .fleet = fleet, .id = sd->id, .state_dir = sdir ? dir : NULL,
+            .cls = sd->cls,
             .trainer = ops,
             .setup = {.data = &ds, .idx = part.idx + part.off[k],
                       .n = fmq_partition_size(&part, k)},
@@ -825,6 +922,13 @@ done:
         if (!devs[i].r && atomic_load(&devs[i].conn) == CONN_READY)
             adopt(&devs[i], 0);
     uint64_t trained = 0, refused = 0, bin = 0, bout = 0, rounds_max = 0;
+    uint64_t ndeltas = 0, nbehind = 0;
+    const char *save_dir = fmq_conf_str(c, "save_dir");
+    if (save_dir && fmq_mkdir_p(save_dir) != FMQ_OK) {
+        fprintf(stderr, "%s: save_dir %s cannot be made\n", prog, save_dir);
+        rc = 1;
+        save_dir = NULL;
+    }
     uint32_t offn = 0, slown = 0, dropn = 0;
     fmq_reason_count why[16];
     uint32_t nwhy = 0;
@@ -836,6 +940,16 @@ done:
             fmq_device_get_stats(sd->d, &st);
             trained += st.trained;
             refused += st.refused;
+            ndeltas += st.deltas;
+            nbehind += st.behind;
+            uint32_t P;
+            const float *wts = fmq_device_weights(sd->d, &P);
+            if (save_dir && wts) {
+                char path[1200];
+                snprintf(path, sizeof path, "%s/%s.bin", save_dir, sd->id);
+                if (fmq_cli_save_weights(prog, path, wts, P))
+                    rc = 1;
+            }
             for (uint32_t j = 0; j < st.nreasons; j++) {
                 uint32_t w = 0;
                 while (w < nwhy && strcmp(why[w].reason,
@@ -870,10 +984,12 @@ done:
     if (nwhy && off < sizeof whys - 1)
         snprintf(whys + off, sizeof whys - off, ")");
     printf("fedmq-sim: %u devices, %llu updates trained, %llu globals "
-           "refused%s, offline %u, slow %u, dropped %u, hostile %u; bytes up "
-           "%llu, down %llu; peak RSS %.1f MB; %.1f s\n",
+           "refused%s, offline %u, slow %u, dropped %u, hostile %u, deltas "
+           "applied %llu, full fetches %llu; bytes up %llu, down %llu; peak "
+           "RSS %.1f MB; %.1f s\n",
            n, (unsigned long long)trained, (unsigned long long)refused, whys,
-           offn, slown, dropn, nhostile, (unsigned long long)bout,
+           offn, slown, dropn, nhostile, (unsigned long long)ndeltas,
+           (unsigned long long)nbehind, (unsigned long long)bout,
            (unsigned long long)bin,
            fmq_cli_peak_rss() / 1048576.0, fmq_mono_seconds() - t0);
     free(devs);
