@@ -854,12 +854,13 @@ void fmq_agg_format_report(const fmq_agg_report *r, char *buf, size_t len)
     if (np)
         snprintf(what, sizeof what, " (%s%s%s%s%s)", parts[0],
                  np > 1 ? ", " : "", parts[1], np > 2 ? ", " : "", parts[2]);
+    /* the seconds stay last: scripts read "…, K KB in, S s" at the end */
     snprintf(buf, len,
              "round %llu: %u/%u devices, %u late (%u folded), %u rejected%s, "
-             "train loss %.4f, test acc %.4f, %.1f KB in, %.2f s, "
-             "strategy %s%s",
+             "strategy %s%s, train loss %.4f, test acc %.4f, %.1f KB in, "
+             "%.2f s",
              (unsigned long long)r->round, r->participants, r->cohort, r->late,
-             r->late_folded, r->rejected, rej, r->loss_mean, r->test_acc,
-             r->bytes_in / 1024.0, r->seconds,
-             r->strategy[0] ? r->strategy : "fedavg", what);
+             r->late_folded, r->rejected, rej,
+             r->strategy[0] ? r->strategy : "fedavg", what, r->loss_mean,
+             r->test_acc, r->bytes_in / 1024.0, r->seconds);
 }
