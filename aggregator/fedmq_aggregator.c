@@ -178,7 +178,7 @@ static const fmq_conf_key keys[] = {
     {"flag_stuck_rounds", FMQ_CONF_UINT, "3", "flag a device online and in "
      "the cohort that sent nothing counted for this many rounds (0: off)", 0,
      1000000, false},
-    {"flag_noisy_z", FMQ_CONF_DOUBLE, "3.5", "flag a device whose update "
+    {"flag_noisy_z", FMQ_CONF_DOUBLE, "6", "flag a device whose update "
      "norm has a robust z-score above this in its round (0: off)", 0, 1e6,
      false},
     {"flag_rejected", FMQ_CONF_UINT, "3", "flag a device with this many "

@@ -42,7 +42,7 @@ struct fmq_monitor {
 
 void fmq_monitor_cfg_defaults(fmq_monitor_cfg *cfg)
 {
-    *cfg = (fmq_monitor_cfg){.stuck_rounds = 3, .noisy_z = 3.5,
+    *cfg = (fmq_monitor_cfg){.stuck_rounds = 3, .noisy_z = 6,
                              .noisy_min = 5, .rejected_max = 3,
                              .rejected_window = 5, .forget_rounds = 100};
 }

@@ -34,7 +34,9 @@ extern "C" {
 
 typedef struct fmq_monitor_cfg {
     uint32_t stuck_rounds;    /* 0 = off; default 3 */
-    double noisy_z;           /* 0 = off; default 3.5 */
+    double noisy_z;           /* 0 = off; default 6 (3.5, the textbook
+                                 outlier bound, flags honest devices of a
+                                 non-IID fleet: z 4.7 seen in it_fleet_faults) */
     uint32_t noisy_min;       /* fewest updates for a noisy verdict; default 5 */
     uint32_t rejected_max;    /* 0 = off; default 3 */
     uint32_t rejected_window; /* rounds; default 5, at most 64 */
