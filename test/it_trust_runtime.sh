@@ -94,8 +94,12 @@ until grep -q "^fedmq/$FL/metrics $(hex "$T/probe")$" "$T/spy.hex"; do
 done
 
 DATA="--parties 3 --partition iid --seed 1"
+# Globals only (--global-delta off): the forgeries below are retained
+# globals on model/global, which devices read only while the aggregator
+# publishes no deltas (SPEC §6.6; deltas are verified the same way,
+# test_device.c and it_global_delta.sh).
 AGGARGS="--config $T/agg.conf --fleet $FL --model logreg --seed 1 --cohort 4 --quorum 3
-   --holdout none --state-dir $T/agg"
+   --holdout none --state-dir $T/agg --global-delta off"
 it_sim sim --fleet $FL $DATA --devices 3 --tokens "$TOKENS"
 # Run 1: round 1 closes at its deadline with the 3 devices, the global of
 # round 2 goes out, and the aggregator stops: the devices train round 2 and
