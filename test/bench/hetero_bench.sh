@@ -57,15 +57,18 @@ PART=labels:2
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 here=$(cd "$(dirname "$0")/../.." && pwd)
-AGG=$BUILD/bin/fedmq-aggregator
-SIM=$BUILD/bin/fedmq-sim
-for b in "$AGG" "$SIM"; do
-  [ -x "$b" ] || { echo "hetero_bench: build $b first (make all)" >&2; exit 1; }
+for b in fedmq-aggregator fedmq-sim; do
+  [ -x "$BUILD/bin/$b" ] || { echo "hetero_bench: build $BUILD/bin/$b first (make all)" >&2; exit 1; }
 done
 out=$BUILD/bench/hetero
 rm -rf "$out"
 mkdir -p "$out"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/fedmq-hetero.XXXXXX")
+# run copies: a rebuild of BUILD/bin while the bench runs changes nothing
+mkdir "$tmp/bin"
+cp "$BUILD/bin/fedmq-aggregator" "$BUILD/bin/fedmq-sim" "$tmp/bin/"
+AGG=$tmp/bin/fedmq-aggregator
+SIM=$tmp/bin/fedmq-sim
 sim_pid=""
 agg_pid=""
 cleanup() {
@@ -131,16 +134,29 @@ run() {
     --model "$MODEL" --seed 1 --scheme q8 --state-dir "$tmp/agg-$fl" \
     $aggflags </dev/null >"$tmp/agg.fifo" 2>"$log.agg.err" &
   agg_pid=$!
-  if [ "$secs" -gt 0 ]; then
-    # stop it SECONDS after its first line (SIGTERM: it prints its summary)
-    i=0
-    until [ -s "$log.agg" ] || [ $i -gt 600 ] || ! kill -0 "$agg_pid" 2>/dev/null; do
-      i=$((i + 1)); sleep 0.1
-    done
-    t_end=$(($(date +%s) + secs))
-    while kill -0 "$agg_pid" 2>/dev/null && [ "$(date +%s)" -lt $t_end ]; do sleep 0.2; done
-    kill -TERM "$agg_pid" 2>/dev/null || true
-  fi
+  # SECONDS > 0: stop it SECONDS after its first line (SIGTERM: it prints
+  # its summary). The fleet never ends by itself: if it does, or a run
+  # takes over 900 s, the bench stops.
+  i=0
+  until [ -s "$log.agg" ] || [ $i -gt 600 ] || ! kill -0 "$agg_pid" 2>/dev/null; do
+    i=$((i + 1)); sleep 0.1
+  done
+  start=$(date +%s)
+  t_end=$((start + secs))
+  while kill -0 "$agg_pid" 2>/dev/null; do
+    now=$(date +%s)
+    if [ "$secs" -gt 0 ] && [ "$now" -ge $t_end ]; then
+      kill -TERM "$agg_pid" 2>/dev/null || true
+      break
+    fi
+    if ! kill -0 "$sim_pid" 2>/dev/null || [ $((now - start)) -gt 900 ]; then
+      kill -TERM "$agg_pid" 2>/dev/null || true
+      echo "hetero_bench: $tag: the fleet ended early or the run took over 900 s; see $log.sim.err" >&2
+      tail -3 "$log.sim.err" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
   set +e
   wait "$agg_pid"
   agg_rc=$?

@@ -44,18 +44,23 @@ HOSTILE="dev-0008:scale:-10,dev-0009:noise:$NOISE"
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 here=$(cd "$(dirname "$0")/../.." && pwd)
-AGG=$BUILD/bin/fedmq-aggregator
-SIM=$BUILD/bin/fedmq-sim
-for b in "$AGG" "$SIM"; do
-  [ -x "$b" ] || { echo "poison_bench: build $b first (make all)" >&2; exit 1; }
+for b in fedmq-aggregator fedmq-sim; do
+  [ -x "$BUILD/bin/$b" ] || { echo "poison_bench: build $BUILD/bin/$b first (make all)" >&2; exit 1; }
 done
 out=$BUILD/bench/poison
 rm -rf "$out"
 mkdir -p "$out"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/fedmq-poison.XXXXXX")
+# run copies: a rebuild of BUILD/bin while the bench runs changes nothing
+mkdir "$tmp/bin"
+cp "$BUILD/bin/fedmq-aggregator" "$BUILD/bin/fedmq-sim" "$tmp/bin/"
+AGG=$tmp/bin/fedmq-aggregator
+SIM=$tmp/bin/fedmq-sim
 sim_pid=""
+agg_pid=""
 cleanup() {
-  [ -n "$sim_pid" ] && { kill -TERM "$sim_pid" 2>/dev/null || true; wait "$sim_pid" 2>/dev/null || true; }
+  for p in $agg_pid $sim_pid; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in $agg_pid $sim_pid; do wait "$p" 2>/dev/null || true; done
   sh "$here/deploy/broker.sh" stop "$tmp/broker" >/dev/null 2>&1 || true
   rm -rf "$tmp"
 }
@@ -86,6 +91,24 @@ krum:2|--strategy krum:2
 multi-krum:2,5|--strategy multi-krum:2,5
 fedavg+clip:2xmedian|--norm-clip-median 2
 dp-fedavg:S=2,z=0.01|--strategy dp-fedavg --dp-clip 2 --dp-noise 0.01'
+
+# watch_agg WHAT SIMERR: waits while the aggregator ($agg_pid) runs; if
+# the fleet ($sim_pid) ended more than 20 s before it, or the run takes
+# longer than 600 s, stops the aggregator and the bench.
+watch_agg() {
+  start=$(date +%s) sim_gone=""
+  while kill -0 "$agg_pid" 2>/dev/null; do
+    now=$(date +%s)
+    if [ -z "$sim_gone" ] && ! kill -0 "$sim_pid" 2>/dev/null; then sim_gone=$now; fi
+    if { [ -n "$sim_gone" ] && [ $((now - sim_gone)) -gt 20 ]; } || [ $((now - start)) -gt 600 ]; then
+      kill -TERM "$agg_pid" 2>/dev/null || true
+      echo "poison_bench: $1: the fleet ended early or the run took over 600 s; see $2" >&2
+      tail -3 "$2" >&2
+      exit 1
+    fi
+    sleep 0.5
+  done
+}
 
 # run LABEL ATTACK AGGFLAGS: one federated run; appends
 # "label attack acc rounds rejected seconds" (or "... n/a") to $res.
@@ -118,8 +141,12 @@ run() {
   "$AGG" --broker "$uri" --ca "$ca" --fleet "$fl" --sign-key "$tmp/agg.pem" \
     --model "$MODEL" --seed 1 --cohort $DEVICES --quorum 8 --round-ms 30000 \
     --rounds "$ROUNDS" --scheme q8 --state-dir "$tmp/agg-$fl" $flags \
-    </dev/null >"$log.agg" 2>"$log.agg.err"
+    </dev/null >"$log.agg" 2>"$log.agg.err" &
+  agg_pid=$!
+  watch_agg "$label, $attack" "$log.sim.err"
+  wait "$agg_pid"
   rc=$?
+  agg_pid=""
   set -e
   t1=$(date +%s.%N)
   if [ $rc -ne 0 ] || ! grep -q 'summary:' "$log.agg"; then
@@ -223,11 +250,11 @@ if clean and bad:
     c, b = 100 * clean[0], 100 * bad[0]
     print("fedavg under attack: %.2f %% against %.2f %% clean (%+.2f points; "
           "'visibly fails' = at least 10 points below clean: %s)"
-          % (b, c, b - c, "yes" if c - b >= 10 else "NO"))
+          % (b, c, b - c, "yes" if round(c - b, 2) >= 10 else "NO"))
     if robust:
         best, name = max(robust)
         best *= 100
-        ok = c - best <= 2 and c - b >= 10
+        ok = round(c - best, 2) <= 2 and round(c - b, 2) >= 10
         print("target: best robust strategy under attack (%s, %.2f %%) within 2 points "
               "of clean fedavg (%.2f %%, %+.2f) while plain fedavg visibly fails: %s"
               % (name, best, c, best - c, "met" if ok else "MISSED"))
