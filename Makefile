@@ -140,6 +140,7 @@ bench: $(BUILD)/.deps-bench
 	sh test/bench/hetero_bench.sh $(BUILD)
 	@echo "== NIID-Bench FedAvg, short run (10 rounds, 1 local epoch; full table: test/bench/niid_table.sh $(BUILD))"
 	sh test/bench/niid_table.sh $(BUILD) 10 1
+	sh test/bench/quant_study.sh $(BUILD)
 	@echo "== plots of the runs above (test/bench/plots.sh $(BUILD)): $(BUILD)/bench/plots/"
 	sh test/bench/plots.sh $(BUILD)
 
