@@ -26,7 +26,7 @@ for dir in "$BUILD"/bench/*/; do
   runs=$("$PY" - "$dir" "$out/$bench.dat" <<'PYEOF'
 import glob, os, re, sys
 d, dat = sys.argv[1], sys.argv[2]
-pat = re.compile(r"round (\d+): .*test acc ([0-9.]+|nan), ([0-9.]+) KB in, ([0-9.]+) s$")
+pat = re.compile(r"round (\d+): .*test acc ([0-9.]+|nan), ([0-9.]+) KB in, ([0-9.]+) s(, .*)?$")
 blocks = []
 for f in sorted(glob.glob(os.path.join(d, "*.agg"))):
     rows, mb = [], 0.0
