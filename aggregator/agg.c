@@ -663,6 +663,10 @@ fmq_err fmq_agg_on_update(fmq_agg *a, const char *topic, const uint8_t *buf,
         *v = FMQ_AGG_FOLDED;
     } else {
         *v = FMQ_AGG_COUNTED;
+    }
+    /* the training loss of the round's updates: on time ones, and with an
+     * asynchronous strategy every update of the version (most are stale) */
+    if (tau == 0 || fmq_strategy_async(a->st)) {
         a->loss_sum += u.loss;
         a->loss_sq += (double)u.loss * u.loss;
     }
@@ -706,7 +710,9 @@ fmq_err fmq_agg_close(fmq_agg *a, const fmq_dataset *holdout, uint64_t now_ms,
 {
     fmq_err e;
     memset(rep, 0, sizeof *rep);
-    uint32_t n = on_time(a);
+    /* asynchronous: the version's updates, stale ones too (also in late) */
+    uint32_t n = on_time(a) +
+                 (fmq_strategy_async(a->st) ? a->late_folded : 0);
     rep->round = a->round;
     rep->cohort = a->cfg.cohort_size;
     rep->participants = n;

@@ -23,7 +23,9 @@
  * (fedbuff) has no deadline and no quorum: a "round" closes when the
  * strategy says (every K updates), round and version count the versions,
  * and an update more than max_staleness versions behind is rejected
- * `stale` (the late policy does not apply).
+ * `stale` (the late policy does not apply); a version's report counts all
+ * its updates as participants (and the stale ones also as late, folded),
+ * with the cohort = K.
  *
  * Checkpoints: fmq_agg_checkpoint writes the model, round, version,
  * deadline, the set of (device, round) already counted and the strategy's

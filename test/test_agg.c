@@ -770,6 +770,8 @@ static void fedbuff_makes_a_version_every_k_updates_without_rounds(void **s)
     assert_true(fmq_agg_tick(a, 1000002));
     assert_int_equal(fmq_agg_close(a, NULL, 1000002, &r), FMQ_OK);
     assert_int_equal(r.late, 2);
+    assert_int_equal(r.participants, 3); /* stale ones too: a version */
+    assert_float_equal(r.loss_mean, 0.5, 1e-6);
     double want = (2 * 0.04 / sqrt(2.0) + 0.01) / 3;
     for (int i = 0; i < P; i++)
         assert_float_equal(fmq_agg_weights(a)[i], w[i] + want, 1e-6);
