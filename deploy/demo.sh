@@ -84,7 +84,11 @@ uri="mqtts://127.0.0.1:$port"
 ca="$tmp/broker/certs/ca.crt"
 # the live dashboard (deploy/dashboard/), served by this broker on
 # loopback, with a read-only dashboard token in the address's fragment
-echo "== dashboard, while the demo runs: $(sh "$here/dashboard.sh" url "$BUILD" "$tmp/broker" "$tmp/keys/issuer.pem" "$FLEET")"
+if [ -f "$BUILD/dashboard/UNAVAILABLE" ]; then
+  echo "== no dashboard: $(tr '\n' ' ' <"$BUILD/dashboard/UNAVAILABLE")"
+else
+  echo "== dashboard, while the demo runs: $(sh "$here/dashboard.sh" url "$BUILD" "$tmp/broker" "$tmp/keys/issuer.pem" "$FLEET")"
+fi
 
 # The fleet first: its devices wait for the retained global model.
 "$BUILD/bin/fedmq-sim" --broker "$uri" --ca "$ca" --fleet "$FLEET" --agg-key "$tmp/keys/agg.pub" \
