@@ -30,7 +30,9 @@
 #   test/bench/quant_study.sh [BUILD]
 #
 # Environment: QUANT_ROUNDS (20), QUANT_MODELS ("cnn mlp:128"), QUANT_RUNS
-# (labels to run, default all). Logs stay in BUILD/bench/quant/: the
+# (labels to run, default all), QUANT_REPORT_ONLY=1 (no runs: the tables
+# and the plot again from BUILD/bench/quant/). Logs stay in
+# BUILD/bench/quant/: the
 # aggregator's <model>-<run>.agg (test/bench/plots.sh draws accuracy
 # against round and bytes in), <model>-<run>.sim, results.txt, and
 # quant-updown.dat with accuracy against cumulative up + down bytes per
@@ -51,8 +53,13 @@ for b in "$AGG" "$SIM"; do
   [ -x "$b" ] || { echo "quant_study: build $b first (make all)" >&2; exit 1; }
 done
 out=$BUILD/bench/quant
-rm -rf "$out"
-mkdir -p "$out"
+REPORT_ONLY=${QUANT_REPORT_ONLY:-0}
+if [ "$REPORT_ONLY" != 1 ]; then
+  rm -rf "$out"
+  mkdir -p "$out"
+fi
+[ -f "$out/results.txt" ] || [ "$REPORT_ONLY" != 1 ] ||
+  { echo "quant_study: no $out/results.txt to report on" >&2; exit 1; }
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/fedmq-quant.XXXXXX")
 sim_pid=""
 cleanup() {
@@ -66,9 +73,11 @@ trap 'exit 130' INT TERM
 openssl ecparam -name prime256v1 -genkey -noout -out "$tmp/agg.pem" 2>/dev/null &&
   openssl ec -in "$tmp/agg.pem" -pubout -out "$tmp/agg.pub" 2>/dev/null ||
   { echo "quant_study: openssl could not make the aggregator's key" >&2; exit 1; }
-sh "$here/deploy/broker.sh" start "$tmp/broker" --tls --watch $$ >/dev/null
-uri=mqtts://127.0.0.1:$(cat "$tmp/broker/port")
-ca=$tmp/broker/certs/ca.crt
+if [ "$REPORT_ONLY" != 1 ]; then
+  sh "$here/deploy/broker.sh" start "$tmp/broker" --tls --watch $$ >/dev/null
+  uri=mqtts://127.0.0.1:$(cat "$tmp/broker/port")
+  ca=$tmp/broker/certs/ca.crt
+fi
 
 # label|aggregator flags
 RUNS='f32|--scheme f32 --global-delta off
@@ -82,7 +91,7 @@ q1ef|--scheme q1 --global-delta off
 q1q4|--scheme q1 --global-delta q4'
 
 res=$out/results.txt
-: >"$res"
+[ "$REPORT_ONLY" = 1 ] || : >"$res"
 # run MODEL LABEL FLAGS: appends "model label acc rounds up_total
 # down_total trained devices seconds" to $res
 run() {
@@ -130,6 +139,7 @@ keep() {
 }
 
 echo "== quant_study: $DEVICES devices, Fashion-MNIST dirichlet:0.5, models $MODELS, TLS, $ROUNDS rounds"
+[ "$REPORT_ONLY" = 1 ] && MODELS=""
 for model in $MODELS; do
   while IFS='|' read -r label flags <&3; do
     keep "$label" || continue
@@ -149,19 +159,26 @@ for model, label, acc, rounds, up, down, trained, devs, sec in rows:
     by[(model, label)] = dict(acc=float(acc), rounds=int(rounds), up=int(up),
                               down=int(down), n=int(trained) / int(devs),
                               devs=int(devs), sec=float(sec))
-# A device received one model message per update it trained (n): the
-# first is the retained full model, the rest deltas when deltas are on.
-# The full model's size is what a device of the f32-down run got per
+# A device received rounds + 1 model messages (versions 1 .. rounds + 1:
+# the sim stops after the last one arrived): the first is the retained
+# full model, the rest deltas when deltas are on; it sent one update per
+# round it trained (n; the last version's may still have been in
+# training when the sim stopped). Up per round is per update sent, down
+# per model message; with deltas "steady" leaves out the first, full
+# model, whose size is what a device of a run without deltas got per
 # message.
+def deltas_on(label):
+    return label.endswith("both") or label == "q1q4"
 def per_round(model, label):
     r = by[(model, label)]
+    msgs = r["rounds"] + 1
     up = r["up"] / r["devs"] / r["n"]
-    down_all = r["down"] / r["devs"] / r["n"]
-    ref = [by[k] for k in by if k[0] == model and "both" not in k[1] and k[1] != "q1q4"]
-    full = min(x["down"] / x["devs"] / x["n"] for x in ref) if ref else down_all
+    down_all = r["down"] / r["devs"] / msgs
+    ref = [by[k] for k in by if k[0] == model and not deltas_on(k[1])]
+    full = min(x["down"] / x["devs"] / (x["rounds"] + 1) for x in ref) if ref else down_all
     steady = down_all
-    if label.endswith("both") or label == "q1q4":
-        steady = (r["down"] / r["devs"] - full) / (r["n"] - 1)
+    if deltas_on(label):
+        steady = (r["down"] / r["devs"] - full) / (msgs - 1)
     return up / 1000, steady / 1000, (up + down_all) / 1000, full / 1000
 print()
 for model in dict.fromkeys(k[0] for k in by):
@@ -208,7 +225,8 @@ with open(os.path.join(out, "quant-updown.dat"), "w") as o:
         tag = re.sub(r"[^a-zA-Z0-9]+", "_", model).strip("_")
         f = os.path.join(out, "%s-%s.agg" % (tag, label))
         accs = [float(x) for x in re.findall(r"^round \d+: .*test acc ([0-9.]+)", open(f).read(), re.M)]
-        per = (r["up"] + r["down"]) / r["devs"] / r["n"] / 1e6
+        up, _, allin, _ = per_round(model, label)
+        per = allin / 1000
         o.write("# %s-%s\n" % (tag, label))
         for i, a in enumerate(accs):
             o.write("%d %.4f %.4f\n" % (i + 1, a, per * (i + 1)))
@@ -218,11 +236,11 @@ if command -v gnuplot >/dev/null 2>&1; then
   mkdir -p "$BUILD/bench/plots"
   runs=$(grep '^# ' "$out/quant-updown.dat" | cut -c3-)
   {
-    echo "set terminal pngcairo size 1000,600 font 'sans,10'"
+    echo "set terminal pngcairo size 1000,600 font 'sans,10' noenhanced"
     echo "set output '$BUILD/bench/plots/quant-accuracy-updown.png'"
     echo "set title 'fedmq quantization study: test accuracy against MB per device (up + down, cumulative)'"
     echo "set xlabel 'MB per device, up + down (MQTT layer, cumulative)'; set ylabel 'Fashion-MNIST test accuracy'"
-    echo "set logscale x; set yrange [0.3:0.95]; set grid; set key outside right top"
+    echo "set logscale x; set xrange [0.05:*]; set yrange [0.3:0.85]; set grid; set key outside right top"
     printf 'plot'
     i=0; sep=" "
     for r in $runs; do
