@@ -36,6 +36,14 @@
  * file: versions never go back, and an update that a device sends again
  * (devices resend their update when they see the same global again) is
  * recognised as already counted.
+ *
+ * Global deltas (cfg.global_delta; gdelta.h, SPEC §6.6): at a close the
+ * model moves by exactly the dequantized delta of the strategy's step plus
+ * the residual, so fmq_agg_weights, the evaluation, the checkpoint and the
+ * global are what devices that add the delta hold; fmq_agg_encode_delta
+ * gives that delta for publishing after the global. Per-class update
+ * schemes (cfg.uq_classes; classes.h): the global's uqc, and an update
+ * that is not what its class was told is rejected `scheme`.
  */
 #ifndef FMQ_AGG_H
 #define FMQ_AGG_H
