@@ -43,6 +43,10 @@ struct fmq_agg {
     uint64_t deadline_ms, start_ms;
     fmq_strategy *st;
     fmq_gdelta *gd;          /* global deltas; NULL when off */
+    bool gd_off;             /* deltas were on before a restart, are off
+                                now: gd only holds the last one, sent
+                                again without gd so that devices go back
+                                to the global (then dropped) */
     fmq_uq_class *classes;   /* the per-class schemes (a copy) */
     double loss_sum, loss_sq;
     uint32_t late, late_folded, rejected, extensions;
@@ -116,7 +120,7 @@ fmq_err fmq_agg_checkpoint(fmq_agg *a)
     }
     fmq_wr_floats(&w, fmq_nn_params(a->nn), a->P);
     fmq_strategy_save(a->st, &w);
-    if (a->gd)
+    if (a->gd && !a->gd_off)
         fmq_gdelta_save(a->gd, &w);
     fmq_wr_crc(&w);
     fmq_err e = w.e;
@@ -265,6 +269,12 @@ static fmq_err load_checkpoint(fmq_agg *a, const uint8_t *buf, size_t len)
         e = load_v2_sum(a, &r, v2_weight, v2_count);
     else
         e = fmq_strategy_load(a->st, &r);
+    if (!e && !r.bad && r.left > 0 && !a->gd) {
+        /* deltas are off now: keep the last one to say so (gd_off) */
+        fmq_gdelta_cfg gc = {FMQ_Q_Q8, FMQ_QUANT_BLOCK_DEFAULT};
+        if ((e = fmq_gdelta_new(&gc, a->P, &a->gd)) == FMQ_OK)
+            a->gd_off = true;
+    }
     if (!e && !r.bad && r.left > 0) /* a global-delta section */
         e = fmq_gdelta_load(a->gd, &r, a->P);
     if (e == FMQ_ERR_NOMEM)
@@ -436,7 +446,7 @@ static void fill_global(fmq_agg *a, uint64_t now_ms, fmq_msg_global *gp)
     fmq_strategy_configure(a->st, &g); /* st, and the round's instructions */
     g.classes = a->classes; /* borrowed: the caller clears it before fini */
     g.nclasses = a->cfg.n_uq_classes;
-    g.deltas = a->gd != NULL;
+    g.deltas = a->gd != NULL && !a->gd_off;
     *gp = g;
 }
 
@@ -732,6 +742,8 @@ fmq_err fmq_agg_close(fmq_agg *a, const fmq_dataset *holdout, uint64_t now_ms,
                        : 0;
     rep->extensions = a->extensions;
     fmq_strategy_result sr;
+    if (a->gd && a->gd_off) /* its last delta has been sent: drop it */
+        fmq_gdelta_destroy(&a->gd);
     if (a->gd) /* the base of the delta this close makes */
         fmq_gdelta_begin(a->gd, fmq_nn_params(a->nn));
     e = fmq_strategy_finish(a->st, a->round, fmq_nn_params(a->nn), &sr);

@@ -1211,12 +1211,30 @@ static void the_model_moves_by_the_dequantized_delta_and_keeps_the_residual(
         }
     }
     fmq_agg_destroy(&a);
-    /* deltas turned off: the checkpoint still resumes (section dropped) */
+    /* deltas turned off across a restart: the checkpoint resumes; the
+     * last delta goes out once more without gd (devices that follow
+     * deltas learn to read the global again), the global says no gd, and
+     * after the next close there is no delta */
     c.global_delta = false;
     assert_int_equal(fmq_agg_open(&c, &a), FMQ_OK);
     assert_memory_equal(fmq_agg_weights(a), want, P * 4);
     fmq_buf_init(&b);
-    assert_int_equal(fmq_agg_encode_delta(a, 1, &b), FMQ_ERR_NOTFOUND);
+    assert_int_equal(fmq_agg_encode_delta(a, 1, &b), FMQ_OK);
+    fmq_msg_delta m;
+    assert_int_equal(fmq_codec_decode_delta(b.data, b.len, NULL, &m, NULL),
+                     FMQ_OK);
+    assert_false(m.g.deltas);
+    assert_int_equal(m.g.version, fmq_agg_version(a));
+    fmq_msg_delta_fini(&m);
+    fmq_buf_reset(&b);
+    assert_int_equal(fmq_agg_encode_global(a, 1, &b), FMQ_OK);
+    assert_int_equal(fmq_codec_decode_global(b.data, b.len, NULL, &g, NULL),
+                     FMQ_OK);
+    assert_false(g.deltas);
+    fmq_msg_global_fini(&g);
+    round_of_three(a, 4, x);
+    fmq_buf_reset(&b);
+    assert_int_equal(fmq_agg_encode_delta(a, 2, &b), FMQ_ERR_NOTFOUND);
     fmq_buf_fini(&b);
     fmq_agg_destroy(&a);
     free(w0);
