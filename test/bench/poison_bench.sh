@@ -177,7 +177,10 @@ log, label, attack, t0, t1, simerr = sys.argv[1:7]
 text = open(log).read()
 s = re.search(r"summary: (\d+) rounds, test accuracy ([\d.]+)", text)
 rej = sum(int(m) for m in re.findall(r"^round \d+: .*?, (\d+) rejected", text, re.M))
-clip = sum(int(m) for m in re.findall(r"^round \d+: .*\((\d+) clipped", text, re.M))
+clip = sum(int(m.group(1)) for m in
+           (re.search(r"(\d+)(?: of \d+)? clipped", l) for l in text.splitlines()
+            if l.startswith("round "))
+           if m)
 # the hostile devices' honest delta norms (before their attack) and what
 # each sent instead, medians over the rounds
 honest, sent = [], {}
