@@ -382,8 +382,11 @@ static int publish_global(fmq_agg *a, fmq_mqtt *mq, const char *topic)
     return e ? -1 : 0;
 }
 
+/* wait_ms: how long to wait for the broker's PUBACK (0: not at all, as
+ * after each round, where waiting would delay the next global). */
 static void publish_agg_status(fmq_mqtt *mq, const char *fleet, bool on,
-                               const fmq_agg *a, const char *topic)
+                               const fmq_agg *a, const char *topic,
+                               uint32_t wait_ms)
 {
     fmq_msg_agg s;
     fmq_msg_agg_init(&s);
@@ -398,7 +401,7 @@ static void publish_agg_status(fmq_mqtt *mq, const char *fleet, bool on,
     fmq_buf_init(&b);
     fmq_err e = fmq_codec_encode_agg(&s, &b);
     if (!e)
-        e = fmq_mqtt_publish(mq, topic, b.data, b.len, 1, true, 2000);
+        e = fmq_mqtt_publish(mq, topic, b.data, b.len, 1, true, wait_ms);
     if (e)
         fprintf(stderr, "fedmq-aggregator: publishing the status: %s\n",
                 fmq_strerror(e));
@@ -596,7 +599,7 @@ int main(int argc, char **argv)
     }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    publish_agg_status(mq, o.fleet, true, a, t_status);
+    publish_agg_status(mq, o.fleet, true, a, t_status, 2000);
     printf("fedmq-aggregator: fleet %s, model %s (%u parameters), round %llu%s, "
            "cohort %u, quorum %u, updates %s, strategy %s\n",
            o.fleet, o.model, fmq_agg_nparams(a),
@@ -643,7 +646,7 @@ int main(int argc, char **argv)
         if (conn && !was_connected) {
             fmq_log_notice("aggregator: reconnected; publishing round %llu "
                            "again", (unsigned long long)fmq_agg_round(a));
-            publish_agg_status(mq, o.fleet, true, a, t_status);
+            publish_agg_status(mq, o.fleet, true, a, t_status, 2000);
             if (publish_global(a, mq, t_global)) {
                 rc = 1;
                 break;
@@ -698,7 +701,6 @@ int main(int argc, char **argv)
         printf("%s\n", line);
         fflush(stdout);
         report_round(a, &rep, now, mon, mq, t_metrics, jsonl, o.prom_file);
-        publish_agg_status(mq, o.fleet, true, a, t_status);
         done++;
         n_updates += rep.participants + rep.late;
         update_bytes += rep.bytes_in;
@@ -709,6 +711,8 @@ int main(int argc, char **argv)
             rc = 1;
             break;
         }
+        /* the round it is in, for dashboards (not waited for) */
+        publish_agg_status(mq, o.fleet, true, a, t_status, 0);
         if ((o.rounds && rep.round >= o.rounds) ||
             (o.target_acc > 0 && rep.test_acc >= o.target_acc)) {
             printf("fedmq-aggregator: done after round %llu (test acc %.4f)\n",
@@ -728,7 +732,7 @@ int main(int argc, char **argv)
     }
     if (o.save && save_weights(o.save, fmq_agg_weights(a), fmq_agg_nparams(a)))
         rc = 1;
-    publish_agg_status(mq, o.fleet, false, a, t_status);
+    publish_agg_status(mq, o.fleet, false, a, t_status, 2000);
     fmq_monitor_destroy(&mon);
     fmq_mqtt_destroy(&mq);
     fmq_buf_fini(&wb);
