@@ -123,6 +123,7 @@ typedef struct ident {
     struct ident *next;
     const struct mosquitto *client; /* the connection it was made for */
     time_t offline_since;           /* 0 while connected */
+    long long exp;                  /* the token's exp; 0: none (certificate) */
     enum role role;
     bool by_cert;
     size_t plen;                    /* strlen(prefix) */
@@ -142,7 +143,7 @@ static struct {
     const struct mosquitto *gone; /* the client of the last disconnect event */
     unsigned long refused[R__COUNT];
     unsigned long ok_token, ok_cert, denied_write, denied_sub, denied_read,
-        denied_noid, forgotten;
+        denied_noid, forgotten, expired;
 } g;
 
 /* ---------------------------------------------------------------- small */
@@ -254,6 +255,7 @@ static ident *ident_put(const struct mosquitto *client, const char *id,
     }
     e->client = client;
     e->offline_since = 0;
+    e->exp = 0;
     e->role = role;
     e->by_cert = by_cert;
     snprintf(e->fleet, sizeof e->fleet, "%s", fleet);
@@ -690,7 +692,10 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
         snprintf(v.detail, sizeof v.detail, "username '%s'",
                  clean(us, ev->username));
     } else if (token_check(cid, ev->password, &v)) {
-        if (!ident_put(ev->client, cid, v.role, v.fleet, false)) {
+        ident *rec = ident_put(ev->client, cid, v.role, v.fleet, false);
+        if (rec)
+            rec->exp = v.exp;
+        if (!rec) {
             v.why = R_NOMEM;
             v.detail[0] = '\0';
         } else {
@@ -892,10 +897,42 @@ static int on_disconnect(int event, void *event_data, void *userdata)
 /* The end of each pass of the broker's main loop: a client freed after a
  * disconnect is reused at the earliest in a later pass, so the will marker
  * is cleared here; the sweep of forgotten clients is rate-limited. */
+/* A connection outlives the check at connect; once its token's exp has
+ * passed, the client is disconnected (its will goes out) and a reconnect
+ * with the same token is refused as expired. Checked once a second; the
+ * ids are collected first because a kick runs the disconnect event, which
+ * may sweep the table. */
+static void expire(time_t now)
+{
+    static time_t last;
+    if (now == last)
+        return;
+    last = now;
+    enum { MAXK = 64 };
+    char ids[MAXK][ID_MAX + 1];
+    long long exps[MAXK];
+    int n = 0;
+    for (size_t i = 0; i < g.nbucket && n < MAXK; i++)
+        for (ident *e = g.bucket[i]; e && n < MAXK; e = e->next)
+            if (!e->offline_since && e->exp && (long long)now >= e->exp) {
+                snprintf(ids[n], sizeof ids[n], "%s", e->id);
+                exps[n++] = e->exp;
+                e->exp = 0; /* once */
+            }
+    for (int i = 0; i < n; i++) {
+        g.expired++;
+        plog(MOSQ_LOG_NOTICE, "disconnected client '%s': token expired (exp "
+             "%lld, now %lld)", ids[i], exps[i], (long long)now);
+        mosquitto_kick_client_by_clientid(ids[i], true);
+    }
+}
+
 static int on_tick(int event, void *event_data, void *userdata)
 {
     g.gone = NULL;
-    sweep(time(NULL));
+    time_t now = time(NULL);
+    expire(now);
+    sweep(now);
     return MOSQ_ERR_SUCCESS;
 }
 
@@ -1021,6 +1058,9 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options,
          "%lu receive, %lu without identity; %zu known clients",
          g.ok_token, g.ok_cert, total, total ? ": " : "", line, g.denied_write,
          g.denied_sub, g.denied_read, g.denied_noid, g.count);
+    if (g.expired)
+        plog(MOSQ_LOG_NOTICE, "summary: %lu connections closed when their "
+             "token expired", g.expired);
     if (g.pid)
         for (size_t i = 0; i < NEVENTS; i++)
             mosquitto_callback_unregister(g.pid, events[i].event, events[i].fn,

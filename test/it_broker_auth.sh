@@ -28,7 +28,9 @@
 #            broker still serves a valid device afterwards, and its summary
 #            at exit counts the refusals
 #   batch    fedmq-keygen tokens for dev-0000..dev-0999 (fedmq-sim's ids):
-#            all 1,000 connect (CONNACK 0).
+#            all 1,000 connect (CONNACK 0)
+#   expiry   a connected client whose 3 s token expires is disconnected by
+#            the broker, and the same token is refused afterwards.
 # One PASS/FAIL line per case; the exit status is the number of failures.
 . test/fleet_lib.sh
 KG="$B/bin/fedmq-keygen"
@@ -528,11 +530,34 @@ else
   bad "after the burst: broker alive? $(kill -0 "$BPID" 2>/dev/null && echo yes || echo no); update not received"
 fi
 
+# ------------------------------------------------------------------ expiry
+# A connection outlives the check at connect only until its token expires:
+# then the broker closes it (mosquitto_sub ends), and connecting again
+# with the same token is refused as expired.
+EXPTOK=$(tok --sub dev-0160 --role device --ttl 3)
+mosquitto_sub $C -i dev-0160 -P "$EXPTOK" -q 1 -t 'fedmq/F/model/global' >"$T/exp.out" 2>&1 &
+EXP_PID=$!
+IT_PIDS="$IT_PIDS $EXP_PID"
+gone=no
+if wait_log "disconnected client 'dev-0160': token expired \(exp [0-9]+, now [0-9]+\)" 8; then
+  i=0
+  while kill -0 $EXP_PID 2>/dev/null && [ $i -lt 40 ]; do sleep 0.1; i=$((i + 1)); done
+  kill -0 $EXP_PID 2>/dev/null || gone=yes
+fi
+mosquitto_sub $C -i dev-0160 -P "$EXPTOK" -q 1 -t 'fedmq/F/model/global' -C 1 -W 3 \
+  >"$T/exp2.out" 2>&1 || true
+if [ $gone = yes ] && wait_log "refused client 'dev-0160' from [^:]*: token expired" 3; then
+  ok "a 3 s token: connected, closed by the broker when it expired, the same token refused after (token expired)"
+else
+  bad "token expiry (client gone: $gone): $(grep "dev-0160" "$LOG" | sed 's/^[0-9]*: //' | tail -3 | tr '\n' '|')"
+fi
+kill -TERM $EXP_PID 2>/dev/null || true
+
 # ------------------------------------------------------------------ summary
 for p in $IT_PIDS; do kill -TERM "$p" 2>/dev/null || true; done
 sh "$ROOT/deploy/broker.sh" stop "$T/broker" >/dev/null 2>&1 || true
 if grep -Eq "fedmq_auth: summary: accepted [0-9]+ by token, [0-9]+ by certificate; refused 10[0-9][0-9]: " "$LOG"; then
-  ok "summary at exit: $(grep 'fedmq_auth: summary' "$LOG" | sed 's/.*summary: //' | cut -c1-160)..."
+  ok "summary at exit: $(grep 'fedmq_auth: summary' "$LOG" | head -1 | sed 's/.*summary: //' | cut -c1-160)..."
 else
   bad "no summary line at exit: $(grep 'fedmq_auth: summary' "$LOG")"
 fi
