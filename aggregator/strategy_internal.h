@@ -51,6 +51,19 @@ FMQ_NODISCARD fmq_err fmq_strategy__mean_add(fmq_fedavg *fa,
 void fmq_strategy__mean_save(const fmq_fedavg *fa, fmq_wr *w);
 FMQ_NODISCARD fmq_err fmq_strategy__mean_load(fmq_fedavg *fa, fmq_rd *r);
 
+/* fedavg's ops, for a strategy whose state begins with an fmq_fedavg
+ * (fedprox): the mean's fini, add, finish (w += the mean, then reset),
+ * save and load (version 1). */
+void fmq_strategy__fedavg_fini(void *st);
+FMQ_NODISCARD fmq_err fmq_strategy__fedavg_add(void *st,
+                                               const fmq_strategy_update *u);
+FMQ_NODISCARD fmq_err fmq_strategy__fedavg_finish(
+    void *st, uint64_t round, const fmq_strategy_batch *batch, float *w,
+    fmq_strategy_result *res);
+void fmq_strategy__fedavg_save(const void *st, fmq_wr *w);
+FMQ_NODISCARD fmq_err fmq_strategy__fedavg_load(void *st, fmq_rd *r,
+                                                uint32_t version);
+
 /* Coordinate-wise reduction of the kept updates: for each coordinate i,
  * vals[0..n) holds update 0..n-1's value of i (the batch's order) and
  * w[i] += fn(vals, n, arg). fn may reorder vals. Decodes one block of

@@ -31,6 +31,7 @@ fmq_err fmq_strategy__mean_load(fmq_fedavg *fa, fmq_rd *r)
     return r->bad || !(fa->weight >= 0) ? FMQ_ERR_DATA : FMQ_OK;
 }
 
+/* fedprox's state begins with this one (strategy_internal.h). */
 typedef struct fedavg {
     fmq_fedavg fa;
 } fedavg;
@@ -46,21 +47,21 @@ static fmq_err fedavg_init(void *st, const fmq_strategy_cfg *cfg,
     return fmq_fedavg_init(&s->fa, cfg->P);
 }
 
-static void fedavg_fini(void *st)
+void fmq_strategy__fedavg_fini(void *st)
 {
     fedavg *s = st;
     fmq_fedavg_fini(&s->fa);
 }
 
-static fmq_err fedavg_add(void *st, const fmq_strategy_update *u)
+fmq_err fmq_strategy__fedavg_add(void *st, const fmq_strategy_update *u)
 {
     fedavg *s = st;
     return fmq_strategy__mean_add(&s->fa, u);
 }
 
-static fmq_err fedavg_finish(void *st, uint64_t round,
-                             const fmq_strategy_batch *batch, float *w,
-                             fmq_strategy_result *res)
+fmq_err fmq_strategy__fedavg_finish(void *st, uint64_t round,
+                                    const fmq_strategy_batch *batch, float *w,
+                                    fmq_strategy_result *res)
 {
     fedavg *s = st;
     fmq_err e = fmq_fedavg_apply(&s->fa, w);
@@ -69,13 +70,13 @@ static fmq_err fedavg_finish(void *st, uint64_t round,
     return e;
 }
 
-static void fedavg_save(const void *st, fmq_wr *w)
+void fmq_strategy__fedavg_save(const void *st, fmq_wr *w)
 {
     const fedavg *s = st;
     fmq_strategy__mean_save(&s->fa, w);
 }
 
-static fmq_err fedavg_load(void *st, fmq_rd *r, uint32_t version)
+fmq_err fmq_strategy__fedavg_load(void *st, fmq_rd *r, uint32_t version)
 {
     fedavg *s = st;
     return version == 1 ? fmq_strategy__mean_load(&s->fa, r) : FMQ_ERR_DATA;
@@ -87,9 +88,9 @@ const fmq_strategy_ops fmq_strategy__fedavg = {
     .state_size = sizeof(fedavg),
     .state_version = 1,
     .init = fedavg_init,
-    .fini = fedavg_fini,
-    .add = fedavg_add,
-    .finish = fedavg_finish,
-    .save = fedavg_save,
-    .load = fedavg_load,
+    .fini = fmq_strategy__fedavg_fini,
+    .add = fmq_strategy__fedavg_add,
+    .finish = fmq_strategy__fedavg_finish,
+    .save = fmq_strategy__fedavg_save,
+    .load = fmq_strategy__fedavg_load,
 };

@@ -10,6 +10,7 @@
 
 #include <stdio.h>
 
+/* fedavg's state first: fedavg's ops run on it (strategy_internal.h) */
 typedef struct fedprox {
     fmq_fedavg fa;
     float mu;
@@ -34,46 +35,19 @@ static fmq_err fedprox_init(void *st, const fmq_strategy_cfg *cfg,
     return fmq_fedavg_init(&s->fa, cfg->P);
 }
 
-static void fedprox_fini(void *st)
-{
-    fedprox *s = st;
-    fmq_fedavg_fini(&s->fa);
-}
-
 static void fedprox_configure(void *st, fmq_msg_global *g)
 {
     const fedprox *s = st;
     g->train.mu = s->mu;
 }
 
-static fmq_err fedprox_add(void *st, const fmq_strategy_update *u)
-{
-    fedprox *s = st;
-    return fmq_strategy__mean_add(&s->fa, u);
-}
-
 static fmq_err fedprox_finish(void *st, uint64_t round,
                               const fmq_strategy_batch *batch, float *w,
                               fmq_strategy_result *res)
 {
-    fedprox *s = st;
-    fmq_err e = fmq_fedavg_apply(&s->fa, w);
-    res->used = e ? 0 : s->fa.count;
-    snprintf(res->note, sizeof res->note, "mu %g", s->mu);
-    fmq_fedavg_reset(&s->fa);
-    return e;
-}
-
-static void fedprox_save(const void *st, fmq_wr *w)
-{
     const fedprox *s = st;
-    fmq_strategy__mean_save(&s->fa, w);
-}
-
-static fmq_err fedprox_load(void *st, fmq_rd *r, uint32_t version)
-{
-    fedprox *s = st;
-    return version == 1 ? fmq_strategy__mean_load(&s->fa, r) : FMQ_ERR_DATA;
+    snprintf(res->note, sizeof res->note, "mu %g", s->mu);
+    return fmq_strategy__fedavg_finish(st, round, batch, w, res);
 }
 
 const fmq_strategy_ops fmq_strategy__fedprox = {
@@ -82,10 +56,10 @@ const fmq_strategy_ops fmq_strategy__fedprox = {
     .state_size = sizeof(fedprox),
     .state_version = 1,
     .init = fedprox_init,
-    .fini = fedprox_fini,
+    .fini = fmq_strategy__fedavg_fini,
     .configure = fedprox_configure,
-    .add = fedprox_add,
+    .add = fmq_strategy__fedavg_add,
     .finish = fedprox_finish,
-    .save = fedprox_save,
-    .load = fedprox_load,
+    .save = fmq_strategy__fedavg_save,
+    .load = fmq_strategy__fedavg_load,
 };
