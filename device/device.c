@@ -737,17 +737,12 @@ fmq_err fmq_device_on_global(fmq_device *d, const uint8_t *buf, size_t len,
                  "it is for fleet %s", g->fleet);
         goto refused;
     }
-    bool stale;
-    if (!mm.is_delta)
-        stale = d->version &&
-                (g->version < d->version ||
-                 (g->version == d->version && differs_from_held(d, g)));
-    else /* the held version announced again: round and model only */
-        stale = d->version &&
-                (g->version < d->version ||
-                 (g->version == d->version &&
-                  (g->round != d->round || strcmp(g->model, d->model) != 0)));
-    if (stale) {
+    /* the held version announced again: a delta by round and model only */
+    if (d->version &&
+        (g->version < d->version ||
+         (g->version == d->version &&
+          (mm.is_delta ? g->round != d->round || strcmp(g->model, d->model)
+                       : differs_from_held(d, g))))) {
         e = FMQ_ERR_STALE;
         snprintf(res->detail.what, sizeof res->detail.what,
                  "%sversion %llu round %llu%s", mm.is_delta ? "delta " : "",
