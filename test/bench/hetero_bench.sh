@@ -54,48 +54,9 @@ MU=${HETERO_MU:-0.01}
 PARTS=${HETERO_PARTS:-"1 2"}
 DEVICES=10
 PART=labels:2
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=python3
-here=$(cd "$(dirname "$0")/../.." && pwd)
-for b in fedmq-aggregator fedmq-sim; do
-  [ -x "$BUILD/bin/$b" ] || { echo "hetero_bench: build $BUILD/bin/$b first (make all)" >&2; exit 1; }
-done
-out=$BUILD/bench/hetero
-rm -rf "$out"
-mkdir -p "$out"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/fedmq-hetero.XXXXXX")
-# run copies: a rebuild of BUILD/bin while the bench runs changes nothing
-mkdir "$tmp/bin"
-cp "$BUILD/bin/fedmq-aggregator" "$BUILD/bin/fedmq-sim" "$tmp/bin/"
-AGG=$tmp/bin/fedmq-aggregator
-SIM=$tmp/bin/fedmq-sim
-sim_pid=""
-agg_pid=""
-cleanup() {
-  for p in $agg_pid $sim_pid; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in $agg_pid $sim_pid; do wait "$p" 2>/dev/null || true; done
-  sh "$here/deploy/broker.sh" stop "$tmp/broker" >/dev/null 2>&1 || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-openssl ecparam -name prime256v1 -genkey -noout -out "$tmp/agg.pem" 2>/dev/null &&
-  openssl ec -in "$tmp/agg.pem" -pubout -out "$tmp/agg.pub" 2>/dev/null ||
-  { echo "hetero_bench: openssl could not make the aggregator's key" >&2; exit 1; }
-sh "$here/deploy/broker.sh" start "$tmp/broker" --tls --watch $$ >/dev/null
-uri=mqtts://127.0.0.1:$(cat "$tmp/broker/port")
-ca=$tmp/broker/certs/ca.crt
-has_strategy=0
-"$AGG" --help 2>&1 | grep -q -- '--strategy' && has_strategy=1
-
-# Prefix each line read with a monotonic timestamp (seconds).
-stamp() {
-  "$PY" -u -c 'import sys, time
-for line in sys.stdin:
-    sys.stdout.write("%.6f %s" % (time.monotonic(), line))
-    sys.stdout.flush()'
-}
+. "$(dirname "$0")/bench_lib.sh"
+bench_init hetero
+bench_broker
 
 # run TAG SECONDS SIMFLAGS AGGFLAGS: one federated run, the aggregator's
 # stdout timestamped in $out/TAG.agg. SECONDS > 0: stopped (SIGTERM) after
@@ -105,9 +66,6 @@ run() {
   tag=$1 secs=$2 simflags=$3 aggflags=$4
   log=$out/$tag
   fl=hb$(printf '%s' "$tag" | cksum | cut -d' ' -f1)
-  case "$aggflags" in
-    *--strategy*) [ $has_strategy = 1 ] || { echo "no --strategy option" >"$log.why"; return 3; } ;;
-  esac
   # shellcheck disable=SC2086
   "$SIM" --broker "$uri" --ca "$ca" --fleet "$fl" --agg-key "$tmp/agg.pub" \
     --devices $DEVICES --parties $DEVICES --partition $PART --seed 1 \
@@ -243,10 +201,7 @@ PYEOF
 part2() {
   echo "== hetero_bench part 2: $DEVICES devices, Fashion-MNIST $PART, $MODEL, q8, TLS, no stragglers; rounds to ${TARGET} test accuracy (at most $ROUNDS)"
   : >"$out/part2.txt"
-  # FedProx is FedAvg with the devices' proximal term: without a fedprox
-  # strategy the same run is fedavg with --mu (the global carries mu)
   prox="--strategy fedprox --mu $MU"
-  [ $has_strategy = 1 ] || prox="--mu $MU"
   while IFS='|' read -r label aggflags <&3; do
     tag=p2-$(printf '%s' "$label" | tr -c 'a-zA-Z0-9\n' '_')
     set +e

@@ -42,40 +42,9 @@ CLEAN=${POISON_CLEAN:-1}
 ONLY=${POISON_ONLY:-}
 DEVICES=10
 HOSTILE="dev-0008:scale:-10,dev-0009:noise:$NOISE"
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=python3
-here=$(cd "$(dirname "$0")/../.." && pwd)
-for b in fedmq-aggregator fedmq-sim; do
-  [ -x "$BUILD/bin/$b" ] || { echo "poison_bench: build $BUILD/bin/$b first (make all)" >&2; exit 1; }
-done
-out=$BUILD/bench/poison
-rm -rf "$out"
-mkdir -p "$out"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/fedmq-poison.XXXXXX")
-# run copies: a rebuild of BUILD/bin while the bench runs changes nothing
-mkdir "$tmp/bin"
-cp "$BUILD/bin/fedmq-aggregator" "$BUILD/bin/fedmq-sim" "$tmp/bin/"
-AGG=$tmp/bin/fedmq-aggregator
-SIM=$tmp/bin/fedmq-sim
-sim_pid=""
-agg_pid=""
-cleanup() {
-  for p in $agg_pid $sim_pid; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in $agg_pid $sim_pid; do wait "$p" 2>/dev/null || true; done
-  sh "$here/deploy/broker.sh" stop "$tmp/broker" >/dev/null 2>&1 || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-openssl ecparam -name prime256v1 -genkey -noout -out "$tmp/agg.pem" 2>/dev/null &&
-  openssl ec -in "$tmp/agg.pem" -pubout -out "$tmp/agg.pub" 2>/dev/null ||
-  { echo "poison_bench: openssl could not make the aggregator's key" >&2; exit 1; }
-sh "$here/deploy/broker.sh" start "$tmp/broker" --tls --watch $$ >/dev/null
-uri=mqtts://127.0.0.1:$(cat "$tmp/broker/port")
-ca=$tmp/broker/certs/ca.crt
-has_strategy=0
-"$AGG" --help 2>&1 | grep -q -- '--strategy' && has_strategy=1
+. "$(dirname "$0")/bench_lib.sh"
+bench_init poison
+bench_broker
 
 # The robust settings, one per line: label|aggregator flags. The label is
 # what the table shows; "fedavg" with no flags is the default strategy.
@@ -124,10 +93,6 @@ run() {
   tag=$(printf '%s-%s' "$label" "$attack" | tr -c 'a-zA-Z0-9\n-' '_')
   log=$out/$tag
   fl=pb$(printf '%s' "$tag" | cksum | cut -d' ' -f1)
-  # a flag fedmq-aggregator does not take yet: not available
-  case "$flags" in
-    *--strategy*) [ $has_strategy = 1 ] || { echo "$label $attack n/a no-strategy-option" >>"$res"; return 0; } ;;
-  esac
   case $attack in
     attack) hostile="--hostile $HOSTILE" ;;
     scale) hostile="--hostile ${HOSTILE%%,*}" ;;
