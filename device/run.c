@@ -49,9 +49,19 @@ struct fmq_devrun {
     void *filter_arg;
     fmq_device_result last;
     fmq_buf upd;
+    /* battery and temperature as last read from /sys, at sys_at
+     * (fmq_mono_seconds; sys_read false: never): a status each round per
+     * device would otherwise scan sysfs each time (fedmq-sim: N per round) */
+    bool sys_read;
+    double sys_at;
+    float battery_pct, temp_c;
 };
 
-static void status_fill(const fmq_devrun *r, bool online, fmq_msg_status *s)
+/* Sensors change slowly; the kernel itself refreshes them about this
+ * often. */
+#define FMQ_DEVRUN__SYS_TTL_S 1.0
+
+static void status_fill(fmq_devrun *r, bool online, fmq_msg_status *s)
 {
     fmq_msg_status_init(s);
     snprintf(s->fleet, sizeof s->fleet, "%s", r->fleet);
@@ -79,8 +89,15 @@ static void status_fill(const fmq_devrun *r, bool online, fmq_msg_status *s)
     double cpu = fmq_sys_cpu_seconds();
     if (isfinite(cpu))
         s->cpu_s = (float)cpu;
-    s->battery_pct = fmq_sys_battery_pct(NULL); /* NaN: not sent */
-    s->temp_c = fmq_sys_temp_c(NULL);
+    double now = fmq_mono_seconds();
+    if (!r->sys_read || now - r->sys_at >= FMQ_DEVRUN__SYS_TTL_S) {
+        r->battery_pct = fmq_sys_battery_pct(NULL); /* NaN: not sent */
+        r->temp_c = fmq_sys_temp_c(NULL);
+        r->sys_at = now;
+        r->sys_read = true;
+    }
+    s->battery_pct = r->battery_pct;
+    s->temp_c = r->temp_c;
 }
 
 static void publish_status(fmq_devrun *r, bool online)
