@@ -113,6 +113,13 @@ FMQ_NODISCARD fmq_err fmq_fedopt__init(fmq_fedopt *o, fmq_fedopt_kind kind,
                                        uint32_t P, double lr, double beta1,
                                        double beta2, double tau,
                                        double momentum);
+/* The init of fedadagrad, fedyogi and fedadam: no ':' arguments;
+ * server_lr (default lr_default), beta1 (0.9), beta2 (0.99, not for
+ * fedadagrad) and tau_adapt (1e-3) from cfg, checked and logged under
+ * name; then fmq_fedopt__init. */
+FMQ_NODISCARD fmq_err fmq_fedopt__init_adaptive(
+    void *st, const fmq_strategy_cfg *cfg, const char *args, const char *name,
+    fmq_fedopt_kind kind, double lr_default);
 void fmq_fedopt__fini(void *st);
 FMQ_NODISCARD fmq_err fmq_fedopt__add(void *st, const fmq_strategy_update *u);
 FMQ_NODISCARD fmq_err fmq_fedopt__finish(void *st, uint64_t round,

@@ -16,24 +16,8 @@
 static fmq_err fedadam_init(void *st, const fmq_strategy_cfg *cfg,
                             const char *args)
 {
-    if (args) {
-        fmq_log_err("strategy fedadam takes no parameters (got ':%s'); set "
-                    "server_lr, beta1, beta2, tau_adapt in the configuration",
-                    args);
-        return FMQ_ERR_CONFIG;
-    }
-    double lr, b1, b2 = 0, tau;
-    fmq_err e;
-    if ((e = fmq_strategy__hparam("fedadam", "server_lr", cfg->hp.server_lr,
-                                  0.01, 0, true, 1e6, false, &lr)) ||
-        (e = fmq_strategy__hparam("fedadam", "beta1", cfg->hp.beta1, 0.9, 0,
-                                  false, 1, true, &b1)) ||
-        (e = fmq_strategy__hparam("fedadam", "beta2", cfg->hp.beta2, 0.99, 0,
-                                  false, 1, true, &b2)) ||
-        (e = fmq_strategy__hparam("fedadam", "tau_adapt", cfg->hp.tau_adapt,
-                                  1e-3, 0, true, 1e6, false, &tau)))
-        return e;
-    return fmq_fedopt__init(st, FMQ_FEDOPT_ADAM, cfg->P, lr, b1, b2, tau, 0);
+    return fmq_fedopt__init_adaptive(st, cfg, args, "fedadam", FMQ_FEDOPT_ADAM,
+                                     0.01);
 }
 
 const fmq_strategy_ops fmq_strategy__fedadam = {

@@ -40,6 +40,32 @@ fmq_err fmq_fedopt__init(fmq_fedopt *o, fmq_fedopt_kind kind, uint32_t P,
     return FMQ_OK;
 }
 
+fmq_err fmq_fedopt__init_adaptive(void *st, const fmq_strategy_cfg *cfg,
+                                  const char *args, const char *name,
+                                  fmq_fedopt_kind kind, double lr_default)
+{
+    bool has_beta2 = kind != FMQ_FEDOPT_ADAGRAD;
+    if (args) {
+        fmq_log_err("strategy %s takes no parameters (got ':%s'); set "
+                    "server_lr, beta1, %stau_adapt in the configuration",
+                    name, args, has_beta2 ? "beta2, " : "");
+        return FMQ_ERR_CONFIG;
+    }
+    double lr, b1, b2 = 0, tau;
+    fmq_err e;
+    if ((e = fmq_strategy__hparam(name, "server_lr", cfg->hp.server_lr,
+                                  lr_default, 0, true, 1e6, false, &lr)) ||
+        (e = fmq_strategy__hparam(name, "beta1", cfg->hp.beta1, 0.9, 0, false,
+                                  1, true, &b1)) ||
+        (has_beta2 &&
+         (e = fmq_strategy__hparam(name, "beta2", cfg->hp.beta2, 0.99, 0, false,
+                                   1, true, &b2))) ||
+        (e = fmq_strategy__hparam(name, "tau_adapt", cfg->hp.tau_adapt, 1e-3, 0,
+                                  true, 1e6, false, &tau)))
+        return e;
+    return fmq_fedopt__init(st, kind, cfg->P, lr, b1, b2, tau, 0);
+}
+
 void fmq_fedopt__fini(void *st)
 {
     fmq_fedopt *o = st;
