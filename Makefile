@@ -152,7 +152,7 @@ FUZZ_SRCS := $(sort $(wildcard test/fuzz/fuzz_*.c))
 FUZZ_BINS := $(FUZZ_SRCS:test/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_FLAGS := -std=c11 -O1 -g -Icommon -D_GNU_SOURCE \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-$(BUILD)/fuzz/%: test/fuzz/%.c test/fuzz/fuzz_harness.h $(LIB_SRCS) $(wildcard common/*.h) | $(BUILD)/.deps-fuzz
+$(BUILD)/fuzz/%: test/fuzz/%.c $(wildcard test/fuzz/*.h) $(LIB_SRCS) $(wildcard common/*.h) | $(BUILD)/.deps-fuzz
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) $< $(LIB_SRCS) -o $@ $(LIBS_ALL)
 

@@ -25,12 +25,7 @@
 
 /* ------------------------------------------------------------ target */
 
-static void same_uq(const fmq_uq *a, const fmq_uq *b)
-{
-    CHECK(a->scheme == b->scheme && a->block == b->block);
-    CHECK(a->stochastic == b->stochastic);
-    CHECK(a->error_feedback == b->error_feedback);
-}
+#include "fuzz_global_cmp.h"
 
 static void same_delta(const fmq_msg_delta *a, const fmq_msg_delta *b)
 {
@@ -38,33 +33,7 @@ static void same_delta(const fmq_msg_delta *a, const fmq_msg_delta *b)
     CHECK(a->base == b->base && a->base >= 1 && a->base < x->version);
     same_tensor(&a->delta, &b->delta);
     CHECK(x->weights.n == 0 && y->weights.n == 0);
-    CHECK(strcmp(x->fleet, y->fleet) == 0);
-    CHECK(x->round == y->round && x->version == y->version);
-    CHECK(x->deadline_ms == y->deadline_ms && x->ts_ms == y->ts_ms);
-    CHECK(strcmp(x->model, y->model) == 0);
-    CHECK(x->train.epochs == y->train.epochs);
-    CHECK(x->train.batch == y->train.batch);
-    CHECK(same_f(x->train.lr, y->train.lr));
-    CHECK(same_f(x->train.momentum, y->train.momentum));
-    CHECK(same_f(x->train.weight_decay, y->train.weight_decay));
-    CHECK(same_f(x->train.mu, y->train.mu));
-    CHECK(x->cohort.kind == y->cohort.kind);
-    if (x->cohort.kind == FMQ_COHORT_FRACTION) {
-        CHECK(same_f(x->cohort.fraction, y->cohort.fraction));
-        CHECK(x->cohort.seed == y->cohort.seed);
-    }
-    CHECK(x->cohort.nids == y->cohort.nids);
-    for (uint32_t i = 0; i < x->cohort.nids; i++)
-        CHECK(strcmp(x->cohort.ids[i], y->cohort.ids[i]) == 0);
-    same_uq(&x->uq, &y->uq);
-    CHECK(x->nclasses == y->nclasses);
-    for (uint32_t i = 0; i < x->nclasses; i++) {
-        CHECK(strcmp(x->classes[i].cls, y->classes[i].cls) == 0);
-        same_uq(&x->classes[i].uq, &y->classes[i].uq);
-    }
-    CHECK(strcmp(x->strategy, y->strategy) == 0);
-    CHECK(x->async == y->async && x->max_staleness == y->max_staleness);
-    CHECK(x->deltas == y->deltas);
+    same_instructions(x, y);
 }
 
 static void one(const uint8_t *data, size_t size)
