@@ -1726,26 +1726,39 @@ static const codec__field train_fields[] = {
     F32_("mu", fmq_train_cfg, mu, O_DEFAULT, R_NONNEG),
 };
 
+/* The keys a global and a delta share (SPEC §6.6), written once so that
+ * a key added to the global reaches the delta too (a decoder skips unknown
+ * keys: one left out would read as its default). T is the struct, M(m) the
+ * path of the global's member m in T. The two tables put "mv", "bv" and
+ * the tensor between these runs, in the order of SPEC §10. */
+#define MODEL_KEYS_HEAD_(T, M)                                                \
+    ID_("fl", T, M(fleet), O_REQ), U64_("r", T, M(round), O_REQ, 1)
+#define MODEL_KEYS_MID_(T, M)                                                 \
+    U64_("dl", T, M(deadline_ms), O_REQ, 0),                                  \
+    U64_("ts", T, M(ts_ms), O_ABSENT, 0),                                     \
+    {.key = "m", .kind = K_SPEC, .opt = O_REQ, FLD(T, M(model))}
+#define MODEL_KEYS_TAIL_(T, M)                                                \
+    {.key = "tc", .kind = K_MAP, .opt = O_REQ, FLD(T, M(train)),              \
+     .sub = train_fields, .nsub = NFIELDS(train_fields)},                     \
+    CU_("co", T, M(cohort), O_ABSENT, cu_co),                                 \
+    CU_("uq", T, M(uq), O_REQ, cu_uq),                                        \
+    CU_("uqc", T, M(classes), O_ABSENT, cu_uqc,                               \
+        .off2 = offsetof(T, M(nclasses))),                                    \
+    ID_("st", T, M(strategy), O_ABSENT),                                      \
+    BOOL_("as", T, M(async), O_DEFAULT),                                      \
+    {.key = "ms", .kind = K_U32, .opt = O_DEFAULT, FLD(T, M(max_staleness)),  \
+     .max = UINT32_MAX},                                                      \
+    BOOL_("gd", T, M(deltas), O_DEFAULT)
+
+#define G_(m) m
 static const codec__field global_fields[] = {
-    ID_("fl", fmq_msg_global, fleet, O_REQ),
-    U64_("r", fmq_msg_global, round, O_REQ, 1),
+    MODEL_KEYS_HEAD_(fmq_msg_global, G_),
     U64_("mv", fmq_msg_global, version, O_REQ, 1),
-    U64_("dl", fmq_msg_global, deadline_ms, O_REQ, 0),
-    U64_("ts", fmq_msg_global, ts_ms, O_ABSENT, 0),
-    {.key = "m", .kind = K_SPEC, .opt = O_REQ, FLD(fmq_msg_global, model)},
+    MODEL_KEYS_MID_(fmq_msg_global, G_),
     CU_("w", fmq_msg_global, weights, O_REQ, cu_tensor, .min = MASK_WEIGHTS),
-    {.key = "tc", .kind = K_MAP, .opt = O_REQ, FLD(fmq_msg_global, train),
-     .sub = train_fields, .nsub = NFIELDS(train_fields)},
-    CU_("co", fmq_msg_global, cohort, O_ABSENT, cu_co),
-    CU_("uq", fmq_msg_global, uq, O_REQ, cu_uq),
-    CU_("uqc", fmq_msg_global, classes, O_ABSENT, cu_uqc,
-        .off2 = offsetof(fmq_msg_global, nclasses)),
-    ID_("st", fmq_msg_global, strategy, O_ABSENT),
-    BOOL_("as", fmq_msg_global, async, O_DEFAULT),
-    {.key = "ms", .kind = K_U32, .opt = O_DEFAULT,
-     FLD(fmq_msg_global, max_staleness), .max = UINT32_MAX},
-    BOOL_("gd", fmq_msg_global, deltas, O_DEFAULT),
+    MODEL_KEYS_TAIL_(fmq_msg_global, G_),
 };
+#undef G_
 
 /* "bv": 1 <= bv < mv. The table reads mv before bv, so the decoder can
  * compare the two at bv's place in the order of SPEC §10. */
@@ -1787,27 +1800,17 @@ static const codec__custom cu_bv = {cu_always, cu_bv_decode, cu_bv_check,
  * "mv", the tensor "d" where a global has "w" (SPEC §6.6). */
 #define DG_(m) g.m
 static const codec__field delta_fields[] = {
-    ID_("fl", fmq_msg_delta, DG_(fleet), O_REQ),
-    U64_("r", fmq_msg_delta, DG_(round), O_REQ, 1),
+    MODEL_KEYS_HEAD_(fmq_msg_delta, DG_),
     U64_("mv", fmq_msg_delta, DG_(version), O_REQ, 2),
     CU_("bv", fmq_msg_delta, base, O_REQ, cu_bv),
-    U64_("dl", fmq_msg_delta, DG_(deadline_ms), O_REQ, 0),
-    U64_("ts", fmq_msg_delta, DG_(ts_ms), O_ABSENT, 0),
-    {.key = "m", .kind = K_SPEC, .opt = O_REQ, FLD(fmq_msg_delta, DG_(model))},
+    MODEL_KEYS_MID_(fmq_msg_delta, DG_),
     CU_("d", fmq_msg_delta, delta, O_REQ, cu_tensor, .min = MASK_ALL),
-    {.key = "tc", .kind = K_MAP, .opt = O_REQ, FLD(fmq_msg_delta, DG_(train)),
-     .sub = train_fields, .nsub = NFIELDS(train_fields)},
-    CU_("co", fmq_msg_delta, DG_(cohort), O_ABSENT, cu_co),
-    CU_("uq", fmq_msg_delta, DG_(uq), O_REQ, cu_uq),
-    CU_("uqc", fmq_msg_delta, DG_(classes), O_ABSENT, cu_uqc,
-        .off2 = offsetof(fmq_msg_delta, g.nclasses)),
-    ID_("st", fmq_msg_delta, DG_(strategy), O_ABSENT),
-    BOOL_("as", fmq_msg_delta, DG_(async), O_DEFAULT),
-    {.key = "ms", .kind = K_U32, .opt = O_DEFAULT,
-     FLD(fmq_msg_delta, DG_(max_staleness)), .max = UINT32_MAX},
-    BOOL_("gd", fmq_msg_delta, DG_(deltas), O_DEFAULT),
+    MODEL_KEYS_TAIL_(fmq_msg_delta, DG_),
 };
 #undef DG_
+#undef MODEL_KEYS_HEAD_
+#undef MODEL_KEYS_MID_
+#undef MODEL_KEYS_TAIL_
 
 static const codec__field update_fields[] = {
     ID_("fl", fmq_msg_update, fleet, O_REQ),
