@@ -310,7 +310,6 @@ static fmq_err load_state(fmq_device *d)
         }
         if ((e = size_arrays(d, P)))
             goto out;
-        e = FMQ_ERR_DATA;
         for (uint32_t i = 0; i < P; i++)
             d->w[i] = fmq_load_f32le(wraw + 4 * (size_t)i);
         for (uint32_t i = 0; i < nres; i++)
