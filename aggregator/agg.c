@@ -450,11 +450,22 @@ static void fill_global(fmq_agg *a, uint64_t now_ms, fmq_msg_global *gp)
     *gp = g;
 }
 
-/* Appends body[0..len) to out, signed when there is a signing key. */
+/* Where a global or delta is encoded: straight into out when nothing
+ * signs it (encoders append), else into the scratch sign_out signs. */
+static fmq_buf *body_buf(fmq_agg *a, fmq_buf *out)
+{
+    if (!a->cfg.sign_key)
+        return out;
+    fmq_buf_reset(&a->plain);
+    return &a->plain;
+}
+
+/* Appends the body body_buf gave to out, signed when there is a signing
+ * key (without one it is in out already). */
 static fmq_err sign_out(fmq_agg *a, const char *what, fmq_buf *out)
 {
     if (!a->cfg.sign_key)
-        return fmq_buf_append(out, a->plain.data, a->plain.len);
+        return FMQ_OK;
     fmq_err e = fmq_trust_sign(a->cfg.sign_key, NULL, a->plain.data,
                                a->plain.len, out);
     if (e)
@@ -470,9 +481,8 @@ fmq_err fmq_agg_encode_global(fmq_agg *a, uint64_t now_ms, fmq_buf *out)
     fmq_quant_cfg qc = {a->cfg.global_scheme, 0, false};
     fmq_err e = fmq_quant_encode(&qc, fmq_nn_params(a->nn), a->P, NULL,
                                  &g.weights);
-    fmq_buf_reset(&a->plain);
     if (!e)
-        e = fmq_codec_encode_global(&g, &a->plain);
+        e = fmq_codec_encode_global(&g, body_buf(a, out));
     if (!e)
         e = sign_out(a, "global", out);
     fmq_qtensor_fini(&g.weights);
@@ -494,8 +504,7 @@ fmq_err fmq_agg_encode_delta(fmq_agg *a, uint64_t now_ms, fmq_buf *out)
     fill_global(a, now_ms, &m.g);
     m.base = base;
     m.delta = *q; /* borrowed */
-    fmq_buf_reset(&a->plain);
-    fmq_err e = fmq_codec_encode_delta(&m, &a->plain);
+    fmq_err e = fmq_codec_encode_delta(&m, body_buf(a, out));
     if (!e)
         e = sign_out(a, "delta", out);
     memset(&m.delta, 0, sizeof m.delta);
