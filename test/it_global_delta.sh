@@ -15,7 +15,7 @@
 it_start_broker
 COMMON="--model mlp:128 --seed 1 --lr 0.01 --momentum 0.9 --batch 64"
 
-# same_weights DIR AGG.bin: every DIR/*.bin is byte for byte AGG.bin
+# same_weights DIR AGG.bin: the 10 devices' DIR/*.bin are byte for byte AGG.bin
 same_weights() {
   n=0
   for f in "$1"/*.bin; do
@@ -23,6 +23,7 @@ same_weights() {
     cmp -s "$f" "$2" || fail "$(basename "$f") differs from the aggregator's model $(basename "$2")"
     n=$((n + 1))
   done
+  [ $n -eq 10 ] || fail "$n device weight files in $1, expected 10"
   echo "  $n devices hold the aggregator's weights bit for bit"
 }
 
