@@ -587,21 +587,26 @@ fmq_err fmq_quant_decode_range(const fmq_qtensor *q, uint32_t start,
     if (!q->scales || q->block == 0)
         return FMQ_ERR_INVAL;
     uint32_t B = q->block;
-    /* block by block: the same products as the whole-tensor kernels */
+    /* block by block: the same products as the whole-tensor kernels, the
+     * scheme chosen once per block, not per value */
+    const uint8_t *c = q->codes;
     for (uint32_t i = start; i < end;) {
         uint32_t b = i / B;
         uint64_t bend = ((uint64_t)b + 1) * B;
         uint32_t stop = bend < end ? (uint32_t)bend : end;
-        float s = fmq_load_f32le(q->scales + 4 * (size_t)b);
-        for (; i < stop; i++) {
-            float v;
-            if (q->scheme == FMQ_Q_Q8)
-                v = s * (float)((const int8_t *)q->codes)[i];
-            else if (q->scheme == FMQ_Q_Q4)
-                v = s * (float)q4_code(q->codes, i);
-            else
-                v = (q->codes[i >> 3] >> (i & 7)) & 1u ? s : -s;
-            out[i - start] = v;
+        const uint8_t *sc = q->scales + 4 * (size_t)b;
+        float s = fmq_load_f32le(sc);
+        if (q->scheme == FMQ_Q_Q8) {
+            /* one block of stop - i values from code i: kern_q8's loop */
+            kern_q8(c + i, sc, stop - i, stop - i, 1.0f, out + (i - start),
+                    false);
+            i = stop;
+        } else if (q->scheme == FMQ_Q_Q4) {
+            for (; i < stop; i++)
+                out[i - start] = s * (float)q4_code(c, i);
+        } else {
+            for (; i < stop; i++)
+                out[i - start] = (c[i >> 3] >> (i & 7)) & 1u ? s : -s;
         }
     }
     return FMQ_OK;
