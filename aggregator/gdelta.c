@@ -129,13 +129,13 @@ fmq_err fmq_gdelta_fold(fmq_gdelta *g, float *w, uint64_t base_version)
                     (unsigned long long)base_version, fmq_strerror(e));
         return e;
     }
-    /* w = base + dequant(q) by the devices' own rule (SPEC §6.6), and the
-     * new residual v - dequant(q) */
-    memcpy(w, g->base, (size_t)P * sizeof(float));
-    if ((e = fmq_quant_add(&q, w, g->tmp))) /* cannot fail: checked */
-        return e;
-    for (uint32_t i = 0; i < P; i++)
+    /* w = base + dequant(q) by the devices' own rule (SPEC §6.6: one
+     * float32 addition per coordinate, fmq_quant_add's arithmetic, on the
+     * values tmp holds already), and the new residual v - dequant(q) */
+    for (uint32_t i = 0; i < P; i++) {
+        w[i] = g->base[i] + g->tmp[i];
         g->v[i] -= g->tmp[i];
+    }
     float *t = g->residual; /* v now holds the new residual */
     g->residual = g->v;
     g->v = t;
