@@ -57,8 +57,8 @@ struct fmq_devrun {
     float battery_pct, temp_c;
 };
 
-/* Sensors change slowly; the kernel itself refreshes them about this
- * often. */
+/* How old a battery or temperature reading a status may carry: both move
+ * over seconds, and a round can be a few tens of milliseconds. */
 #define FMQ_DEVRUN__SYS_TTL_S 1.0
 
 static void status_fill(fmq_devrun *r, bool online, fmq_msg_status *s)
