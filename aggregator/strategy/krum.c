@@ -83,17 +83,6 @@ typedef struct cand {
     uint64_t staleness;
 } cand;
 
-static int cand_cmp(const void *a, const void *b)
-{
-    const cand *x = a, *y = b;
-    if (x->score != y->score)
-        return x->score < y->score ? -1 : 1;
-    int c = strcmp(x->dev, y->dev);
-    if (c)
-        return c;
-    return (x->staleness > y->staleness) - (x->staleness < y->staleness);
-}
-
 static int by_device(const void *a, const void *b)
 {
     const cand *x = a, *y = b;
@@ -101,6 +90,15 @@ static int by_device(const void *a, const void *b)
     if (c)
         return c;
     return (x->staleness > y->staleness) - (x->staleness < y->staleness);
+}
+
+/* by score, ties by device */
+static int cand_cmp(const void *a, const void *b)
+{
+    const cand *x = a, *y = b;
+    if (x->score != y->score)
+        return x->score < y->score ? -1 : 1;
+    return by_device(a, b);
 }
 
 static int cmp_double(const void *a, const void *b)
