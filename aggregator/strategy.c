@@ -158,23 +158,20 @@ static void batch_clear(fmq_strategy_batch *b)
     b->n = 0;
 }
 
-/* A copy of q's wire bytes that the batch owns. */
-static fmq_err qtensor_copy(fmq_qtensor *dst, fmq_scheme s, uint32_t block,
-                            uint32_t n, const uint8_t *codes, size_t clen,
-                            const uint8_t *scales, size_t slen)
+/* A copy of v's wire bytes that the batch owns; v has passed
+ * fmq_quant_check (the codec's decode, or the checkpoint's view), so it is
+ * not checked again. */
+static fmq_err qtensor_copy(fmq_qtensor *dst, const fmq_qtensor *v)
 {
     memset(dst, 0, sizeof *dst);
-    fmq_qtensor v;
-    fmq_err e = fmq_qtensor_view(&v, s, block, n, codes, clen, scales, slen);
-    if (e)
-        return e;
+    size_t clen = v->codes_len, slen = v->scales_len;
     uint8_t *mem = fmq_malloc(clen + slen ? clen + slen : 1);
     if (!mem)
         return FMQ_ERR_NOMEM;
-    memcpy(mem, codes, clen);
+    memcpy(mem, v->codes, clen);
     if (slen)
-        memcpy(mem + clen, scales, slen);
-    *dst = v;
+        memcpy(mem + clen, v->scales, slen);
+    *dst = *v;
     dst->owned = mem;
     dst->codes = mem;
     dst->scales = slen ? mem + clen : NULL;
@@ -519,9 +516,7 @@ fmq_err fmq_strategy_add(fmq_strategy *s, const fmq_strategy_update *u)
             return e;
         kept *k = &s->batch.k[s->batch.n];
         memset(k, 0, sizeof *k);
-        const fmq_qtensor *q = u->delta;
-        if ((e = qtensor_copy(&k->q, q->scheme, q->block, q->n, q->codes,
-                              q->codes_len, q->scales, q->scales_len)))
+        if ((e = qtensor_copy(&k->q, u->delta)))
             return e;
         snprintf(k->dev, sizeof k->dev, "%s", u->device ? u->device : "");
         k->samples = u->samples;
@@ -719,8 +714,11 @@ fmq_err fmq_strategy_load(fmq_strategy *s, fmq_rd *r)
             r->bad = true;
             break;
         }
-        fmq_err e = qtensor_copy(&k->q, (fmq_scheme)scheme, block, n, codes,
-                                 clen, scales, slen);
+        fmq_qtensor v;
+        fmq_err e = fmq_qtensor_view(&v, (fmq_scheme)scheme, block, n, codes,
+                                     clen, scales, slen);
+        if (!e)
+            e = qtensor_copy(&k->q, &v);
         if (e == FMQ_ERR_NOMEM)
             return e;
         if (e) {
