@@ -31,61 +31,53 @@ fmq_err fmq_strategy__mean_load(fmq_fedavg *fa, fmq_rd *r)
     return r->bad || !(fa->weight >= 0) ? FMQ_ERR_DATA : FMQ_OK;
 }
 
-/* fedprox's state begins with this one (strategy_internal.h). */
-typedef struct fedavg {
-    fmq_fedavg fa;
-} fedavg;
-
+/* The state is an fmq_fedavg; fedprox's begins with one, so these ops
+ * take st as a pointer to its initial member (C11 6.7.2.1). */
 static fmq_err fedavg_init(void *st, const fmq_strategy_cfg *cfg,
                            const char *args)
 {
-    fedavg *s = st;
     if (args) {
         fmq_log_err("strategy fedavg takes no parameters (got ':%s')", args);
         return FMQ_ERR_CONFIG;
     }
-    return fmq_fedavg_init(&s->fa, cfg->P);
+    return fmq_fedavg_init(st, cfg->P);
 }
 
 void fmq_strategy__fedavg_fini(void *st)
 {
-    fedavg *s = st;
-    fmq_fedavg_fini(&s->fa);
+    fmq_fedavg_fini(st);
 }
 
 fmq_err fmq_strategy__fedavg_add(void *st, const fmq_strategy_update *u)
 {
-    fedavg *s = st;
-    return fmq_strategy__mean_add(&s->fa, u);
+    return fmq_strategy__mean_add(st, u);
 }
 
 fmq_err fmq_strategy__fedavg_finish(void *st, uint64_t round,
                                     const fmq_strategy_batch *batch, float *w,
                                     fmq_strategy_result *res)
 {
-    fedavg *s = st;
-    fmq_err e = fmq_fedavg_apply(&s->fa, w);
-    res->used = e ? 0 : s->fa.count;
-    fmq_fedavg_reset(&s->fa);
+    fmq_fedavg *fa = st;
+    fmq_err e = fmq_fedavg_apply(fa, w);
+    res->used = e ? 0 : fa->count;
+    fmq_fedavg_reset(fa);
     return e;
 }
 
 void fmq_strategy__fedavg_save(const void *st, fmq_wr *w)
 {
-    const fedavg *s = st;
-    fmq_strategy__mean_save(&s->fa, w);
+    fmq_strategy__mean_save(st, w);
 }
 
 fmq_err fmq_strategy__fedavg_load(void *st, fmq_rd *r, uint32_t version)
 {
-    fedavg *s = st;
-    return version == 1 ? fmq_strategy__mean_load(&s->fa, r) : FMQ_ERR_DATA;
+    return version == 1 ? fmq_strategy__mean_load(st, r) : FMQ_ERR_DATA;
 }
 
 const fmq_strategy_ops fmq_strategy__fedavg = {
     .name = "fedavg",
     .usage = "fedavg",
-    .state_size = sizeof(fedavg),
+    .state_size = sizeof(fmq_fedavg),
     .state_version = 1,
     .init = fedavg_init,
     .fini = fmq_strategy__fedavg_fini,
